@@ -1,0 +1,32 @@
+# Set-up is part of every target: the venv is (re)built when missing or when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU wheel installs in seconds here. On a cluster keep your CUDA torch:
+#   make train TORCH_SPEC= VENV_FLAGS=--system-site-packages
+TORCH_SPEC ?= torch==2.13.0
+VENV_FLAGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test tensorboard clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/mdn-train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir logs --bind_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

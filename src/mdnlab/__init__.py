@@ -1,0 +1,1 @@
+"""mdnlab: Mixture Density Networks on inverse problems (Lightning + Hydra)."""

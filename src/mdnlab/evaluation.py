@@ -1,0 +1,93 @@
+"""Metrics of a fitted model on a split, in original units, against the oracle where the problem
+has one. One code path for the end of training, ``mdn-eval`` and the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mdnlab import mixture
+
+NLL_MISS_THRESHOLD = 6.0  # nats; a held-out point above this is (nearly always) a missed mode
+
+
+@torch.no_grad()
+def predict(model, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The model's predictive mixture (logits, μ, σ) in original units, float64, on the CPU."""
+    model = model.eval()
+    params = model.predictive_mixture(inputs.to(model.device, model.dtype))
+    return tuple(p.detach().to("cpu", torch.float64) for p in params)
+
+
+def mixture_metrics(logits: Tensor, mu: Tensor, sigma: Tensor, targets: Tensor) -> dict[str, float]:
+    """Scores of a predictive mixture against targets of shape (N,) or (N, 1)."""
+    t = targets.reshape(-1).to(torch.float64)
+    log_p = mixture.log_prob(logits, mu, sigma, t)
+    mean = mixture.mean(logits, mu)
+    mode = mixture.most_probable_mode(logits, mu, sigma)
+    top_mu = mixture.most_probable_component_mean(logits, mu)
+    pit = mixture.cdf(logits, mu, sigma, t)
+    return {
+        "nll": -log_p.mean().item(),
+        "frac_nll_above_6": (-log_p > NLL_MISS_THRESHOLD).double().mean().item(),
+        "crps": mixture.crps(logits, mu, sigma, t).mean().item(),
+        "mse": (mean - t).square().mean().item(),
+        "mae": (mean - t).abs().mean().item(),
+        "mse_mode": (mode - t).square().mean().item(),
+        "mae_mode": (mode - t).abs().mean().item(),
+        "mae_top_component": (top_mu - t).abs().mean().item(),
+        "pit_ks": pit_ks_statistic(pit),
+        "coverage_50": ((pit >= 0.25) & (pit <= 0.75)).double().mean().item(),
+        "coverage_90": ((pit >= 0.05) & (pit <= 0.95)).double().mean().item(),
+        "effective_components": mixture.effective_components(logits).item(),
+        "min_sigma": sigma.min().item(),
+    }
+
+
+def pit_ks_statistic(pit: Tensor) -> float:
+    """Kolmogorov–Smirnov distance between the PIT values and U(0, 1): 0 for perfect calibration."""
+    u, _ = pit.reshape(-1).sort()
+    n = u.numel()
+    i = torch.arange(1, n + 1, dtype=u.dtype)
+    return torch.maximum(i / n - u, u - (i - 1) / n).max().item()
+
+
+def oracle_metrics(problem, inputs: Tensor, targets: Tensor, nll: float) -> dict[str, float]:
+    """Bayes NLL on the very same points, the excess over it (a low-noise estimate of the KL gap,
+    E[KL(p_true ‖ p_model)]) and the MSE floor E[Var(target | input)]."""
+    oracle_nll = -problem.log_density(inputs, targets).mean().item()
+    _, variance = problem.moments(inputs)
+    return {"oracle_nll": oracle_nll, "excess_nll": nll - oracle_nll,
+            "mse_floor": variance.mean().item()}
+
+
+def evaluate(model, datamodule, split: str = "test") -> dict[str, float]:
+    """All metrics of ``model`` on ``split``, named ``<split>/<metric>``."""
+    datamodule.prepare_splits()
+    inputs, targets = datamodule.raw[split]
+    metrics = mixture_metrics(*predict(model, inputs), targets)
+    problem = getattr(datamodule, "problem", None)
+    if problem is not None and hasattr(problem, "log_density") and problem.noise_std > 0:
+        metrics.update(oracle_metrics(problem, inputs, targets, metrics["nll"]))
+    metrics["n_points"] = float(len(targets))
+    return {f"{split}/{name}": value for name, value in metrics.items()}
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON so that a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

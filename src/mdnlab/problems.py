@@ -1,0 +1,117 @@
+"""Problems: draw (input, target) pairs from an explicit generator and, where it is known, give
+the true conditional density (the oracle) so a model can be scored against the best possible.
+
+No Lightning here. A problem is any object with
+
+    sample(n, generator) -> (inputs, targets)          both float32 of shape (n, 1)
+    log_density(inputs, targets) -> (n,)               true log p(target | input), or absent
+    moments(inputs) -> (mean, variance)                true E and Var of target | input
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+DIRECTIONS = ("forward", "inverted")
+
+
+@dataclass(frozen=True)
+class Sinusoid:
+    """The seed's toy inverse problem (Bishop, PRML §5.6):
+
+        x ~ U(x_low, x_high),   y = 7 sin(0.75 x) + 0.5 x + ε,   ε ~ N(0, noise_std²).
+
+    ``forward`` serves (input x, target y): unimodal, p(y|x) = N(y; f(x), noise_std²).
+    ``inverted`` serves (input y, target x): multimodal,
+
+        p(x|y) = N(y; f(x), noise_std²) 1[x_low ≤ x ≤ x_high] / Z(y),
+        Z(y)   = ∫ N(y; f(x'), noise_std²) dx'  over [x_low, x_high]  (the uniform prior cancels),
+
+    with Z(y) computed by composite Simpson quadrature in log space.
+    """
+
+    direction: str = "inverted"
+    noise_std: float = 1.0
+    x_low: float = -10.0
+    x_high: float = 10.0
+    amplitude: float = 7.0
+    frequency: float = 0.75
+    slope: float = 0.5
+    quadrature_points: int = 8001  # odd, for Simpson; step 0.0025 on the default range
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+
+    def f(self, x: Tensor) -> Tensor:
+        return self.amplitude * torch.sin(self.frequency * x) + self.slope * x
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = self.x_low + (self.x_high - self.x_low) * torch.rand(n, 1, generator=generator)
+        y = self.f(x) + self.noise_std * torch.randn(n, 1, generator=generator)
+        return (x, y) if self.direction == "forward" else (y, x)
+
+    # ---- the oracle -------------------------------------------------------------------------
+
+    def log_density(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """True log p(target | input) for each row, in float64 for accuracy."""
+        inputs, targets = _column64(inputs), _column64(targets)
+        if self.direction == "forward":
+            return _normal_log_pdf(targets, self.f(inputs), self.noise_std).squeeze(-1)
+        inside = (targets >= self.x_low) & (targets <= self.x_high)
+        log_joint = _normal_log_pdf(inputs, self.f(targets), self.noise_std)
+        log_p = log_joint - self._log_normaliser(inputs)
+        return torch.where(inside, log_p, torch.full_like(log_p, -math.inf)).squeeze(-1)
+
+    def log_density_grid(self, inputs: Tensor, target_grid: Tensor) -> Tensor:
+        """True log p(t | input) on a grid of targets: shape (len(inputs), len(target_grid))."""
+        inputs = _column64(inputs)
+        grid = target_grid.to(torch.float64).reshape(1, -1)
+        rows = self.log_density(inputs.expand(-1, grid.shape[1]).reshape(-1, 1),
+                                grid.expand(inputs.shape[0], -1).reshape(-1, 1))
+        return rows.reshape(inputs.shape[0], grid.shape[1])
+
+    def moments(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """True E[target | input] and Var[target | input], float64, shape (n,)."""
+        inputs = _column64(inputs)
+        if self.direction == "forward":
+            return self.f(inputs).squeeze(-1), torch.full_like(inputs, self.noise_std**2).squeeze(-1)
+        x, log_w = self._quadrature()
+        means, variances = [], []
+        for chunk in inputs.split(1024):
+            log_post = _normal_log_pdf(chunk, self.f(x), self.noise_std) + log_w
+            post = torch.softmax(log_post, dim=-1)
+            m = (post * x).sum(-1)
+            means.append(m)
+            variances.append((post * (x - m.unsqueeze(-1)) ** 2).sum(-1))
+        return torch.cat(means), torch.cat(variances)
+
+    def _quadrature(self) -> tuple[Tensor, Tensor]:
+        """Nodes (1, G) and log Simpson weights (1, G) on [x_low, x_high]."""
+        n = self.quadrature_points | 1
+        x = torch.linspace(self.x_low, self.x_high, n, dtype=torch.float64)
+        h = (self.x_high - self.x_low) / (n - 1)
+        w = torch.full((n,), 2.0, dtype=torch.float64)
+        w[1::2] = 4.0
+        w[0] = w[-1] = 1.0
+        return x.unsqueeze(0), torch.log(w * h / 3).unsqueeze(0)
+
+    def _log_normaliser(self, y: Tensor) -> Tensor:
+        """log Z(y), shape (n, 1); chunked so memory stays at 1024 × G doubles."""
+        x, log_w = self._quadrature()
+        parts = [torch.logsumexp(_normal_log_pdf(c, self.f(x), self.noise_std) + log_w, -1, True)
+                 for c in y.split(1024)]
+        return torch.cat(parts) if parts else y.new_zeros(0, 1)
+
+
+def _normal_log_pdf(value: Tensor, loc: Tensor, scale: float) -> Tensor:
+    z = (value - loc) / scale
+    return -0.5 * z * z - math.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def _column64(t: Tensor) -> Tensor:
+    return t.to(torch.float64).reshape(-1, 1)

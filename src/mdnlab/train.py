@@ -1,0 +1,139 @@
+"""mdn-train: compose the config, validate it, fit, score the best checkpoint on the test split,
+and leave everything in the run directory (config, TensorBoard events, checkpoints,
+metrics.json)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mdnlab.config import CONFIG_DIR, validate
+from mdnlab.entry import output_dir, run_entry_point
+
+log = logging.getLogger("mdnlab")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit one experiment; returns its final metrics (empty on ranks other than 0)."""
+    validate(cfg)
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    if cfg.get("torch_threads") is not None:
+        torch.set_num_threads(int(cfg.torch_threads))
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _recursive_=False)  # optimizer/scheduler stay configs
+    trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg, f"val/{model.metric}"),
+                          logger=[instantiate(c) for c in (cfg.get("logger") or {}).values() if c] or False)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+    return finish(cfg, trainer, model, datamodule, fit_seconds)
+
+
+def _callbacks(cfg: DictConfig, monitor: str) -> list:
+    from hydra.utils import instantiate
+
+    callbacks = []
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        if callback_cfg is None:
+            continue
+        extra = {"monitor": monitor} if "monitor" in callback_cfg else {}
+        callbacks.append(instantiate(callback_cfg, **extra))
+    return callbacks
+
+
+def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> dict[str, float]:
+    """Score the best checkpoint, log the scores and hparams, write metrics.json."""
+    from mdnlab.evaluation import evaluate, write_json_atomic
+    from mdnlab.models import load_checkpoint
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
+    best_model = load_checkpoint(best_path) if best_path else model.cpu()
+    metrics = evaluate(best_model, datamodule, "test")
+    monitor = f"val/{model.metric}"
+    best_score = getattr(checkpoint, "best_model_score", None) if checkpoint else None
+    if best_score is None:
+        best_score = trainer.callback_metrics.get(monitor)
+    metrics[f"val/best_{model.metric}"] = float(best_score) if best_score is not None else float("nan")
+    metrics["train/epochs"] = float(trainer.current_epoch)
+    metrics["train/steps"] = float(trainer.global_step)
+    metrics["train/fit_seconds"] = fit_seconds
+    for logger in trainer.loggers:
+        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
+                           step=trainer.global_step)
+        logger.log_hyperparams(hparams_of(cfg), metrics={
+            f"hp/best_val_{model.metric}": metrics[f"val/best_{model.metric}"],
+            f"hp/test_{model.metric}": metrics[f"test/{model.metric}"]})
+        logger.save()
+    run_dir = output_dir()
+    write_json_atomic(run_dir / "metrics.json", {
+        "metrics": metrics, "best_checkpoint": best_path, "run_dir": str(run_dir),
+        "experiment": experiment_name(), "overrides": _task_overrides()})
+    log.info("run dir: %s", run_dir)
+    print(f"run dir: {run_dir}")
+    print(summary_line(metrics))
+    return metrics
+
+
+def summary_line(metrics: dict[str, float]) -> str:
+    parts = [f"test/nll {metrics['test/nll']:.4f}"]
+    if "test/oracle_nll" in metrics:
+        parts.append(f"oracle {metrics['test/oracle_nll']:.4f} "
+                     f"(excess {metrics['test/excess_nll']:.4f})")
+    parts.append(f"test/mse {metrics['test/mse']:.4f}")
+    return " | ".join(parts)
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, Any]:
+    """The scalar knobs of a run, flat, for TensorBoard's HPARAMS tab."""
+    flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name()}
+    for group in ("data", "model", "trainer"):
+        container = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
+        for key, value in _flatten(container, group).items():
+            if isinstance(value, (int, float, str, bool)) and not key.endswith("_partial_"):
+                flat[key] = value
+    return flat
+
+
+def _flatten(tree: dict, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}"
+        out.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def experiment_name() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.choices.get("experiment") or "")
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_entry_point(train, cfg) or {}
+    # What a sweeper (e.g. Optuna) minimises: the validation score, never a test number.
+    return metrics.get("val/best_nll", metrics.get("val/best_mse"))
+
+
+if __name__ == "__main__":
+    main()
