@@ -126,17 +126,7 @@ def _validate_accelerator(cfg: DictConfig) -> None:
         raise ConfigError("trainer.devices", devices, f"at most {os.cpu_count()} CPU processes here")
 
 
-def validate_checkpoint(path: Any, key: str = "ckpt_path") -> Path:
-    """A readable checkpoint written by this project, else ConfigError."""
-    import torch
+def validate_checkpoint(path: Any, key: str = "ckpt_path") -> None:
+    from mdnlab.checkpoint import read
 
-    p = Path(str(path))
-    if not p.is_file():
-        raise ConfigError(key, str(path), "an existing checkpoint file (no such file)")
-    try:
-        checkpoint = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one line
-        raise ConfigError(key, str(path), f"a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or "mdnlab" not in checkpoint:
-        raise ConfigError(key, str(path), "a checkpoint written by mdnlab (this file is not)")
-    return p
+    read(path, key)

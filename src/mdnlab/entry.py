@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,3 +52,14 @@ def _remove_if_only_hydra_files(run_dir: Path) -> None:
     ours = {".hydra"} | {p.name for p in run_dir.glob("*.log")}
     if {p.name for p in run_dir.iterdir()} <= ours:
         shutil.rmtree(run_dir)
+
+
+def quiet_lightning() -> None:
+    """One copy of each Lightning message (Hydra's handlers print it), without the ads."""
+    logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡"))
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # training_step(dataloader_iter) is deliberate (see models._Regressor.training_step)
+    warnings.filterwarnings("ignore", message=r".*dataloader_iter.*")

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mdnlab.config import CONFIG_DIR, validate
-from mdnlab.entry import output_dir, run_entry_point
+from mdnlab.entry import quiet_lightning, run_entry_point
 
 log = logging.getLogger("mdnlab")
 
@@ -25,6 +25,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import torch
     from hydra.utils import instantiate
 
+    quiet_lightning()
     if cfg.get("torch_threads") is not None:
         torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
@@ -54,12 +55,12 @@ def _callbacks(cfg: DictConfig, monitor: str) -> list:
 
 def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> dict[str, float]:
     """Score the best checkpoint, log the scores and hparams, write metrics.json."""
+    from mdnlab import checkpoint as ckpt
     from mdnlab.evaluation import evaluate, write_json_atomic
-    from mdnlab.models import load_checkpoint
 
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
-    best_model = load_checkpoint(best_path) if best_path else model.cpu()
+    best_model = ckpt.load(best_path)[0] if best_path else model.cpu()
     metrics = evaluate(best_model, datamodule, "test")
     monitor = f"val/{model.metric}"
     best_score = getattr(checkpoint, "best_model_score", None) if checkpoint else None
@@ -76,11 +77,10 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
             f"hp/best_val_{model.metric}": metrics[f"val/best_{model.metric}"],
             f"hp/test_{model.metric}": metrics[f"test/{model.metric}"]})
         logger.save()
-    run_dir = output_dir()
+    run_dir = Path(cfg.paths.output_dir)
     write_json_atomic(run_dir / "metrics.json", {
         "metrics": metrics, "best_checkpoint": best_path, "run_dir": str(run_dir),
         "experiment": experiment_name(), "overrides": _task_overrides()})
-    log.info("run dir: %s", run_dir)
     print(f"run dir: {run_dir}")
     print(summary_line(metrics))
     return metrics

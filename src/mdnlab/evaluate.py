@@ -1,0 +1,41 @@
+"""mdn-eval ckpt_path=<file>: score a checkpoint on a split of the data it was trained on,
+rebuilt from the checkpoint itself; prints the metrics and writes them to metrics.json in
+this command's own run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mdnlab.config import CONFIG_DIR, ConfigError
+from mdnlab.entry import quiet_lightning, run_entry_point
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
+    from mdnlab import checkpoint
+    from mdnlab.evaluation import evaluate, write_json_atomic
+
+    if cfg.split not in ("train", "val", "test"):
+        raise ConfigError("split", cfg.split, "one of train, val, test")
+    quiet_lightning()
+    model, datamodule = checkpoint.load(cfg.ckpt_path)
+    if datamodule is None:
+        raise ConfigError("ckpt_path", cfg.ckpt_path, "a checkpoint that records its datamodule")
+    metrics = evaluate(model, datamodule, cfg.split)
+    out = Path(cfg.paths.output_dir)
+    write_json_atomic(out / "metrics.json", {"metrics": metrics, "ckpt_path": str(cfg.ckpt_path)})
+    for name, value in sorted(metrics.items()):
+        print(f"{name:32s} {value:.6g}")
+    print(f"written to {out / 'metrics.json'}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_entry_point(evaluate_checkpoint, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from mdnlab.config import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough to run in seconds, big enough to learn something.
+FAST = ["trainer.max_epochs=3", "data.passes_per_epoch=20", "data.n_test=500",
+        "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
+
+
+def compose_train(tmp_path: Path, overrides=(), config_name="train"):
+    """A composed config, as mdn-train would see it, writing under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+    (tmp_path / "run").mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def run_cli(args, tmp_path, timeout=300, check=True):
+    """Run a console script in a subprocess with logs under tmp_path."""
+    env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def fast():
+    return list(FAST)

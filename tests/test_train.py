@@ -1,0 +1,65 @@
+"""End to end: training through Hydra, the run directory, mdn-eval, and a multirun."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, compose_train, run_cli
+from mdnlab.train import train
+
+
+@pytest.mark.parametrize("experiment", ["mdn_inverted", "seed_mse_forward"])
+def test_short_training_run_writes_the_run_directory(tmp_path, experiment):
+    cfg = compose_train(tmp_path, [f"experiment={experiment}", *FAST])
+    metrics = train(cfg)
+    run = tmp_path / "run"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["metrics"] == pytest.approx(metrics, nan_ok=True)
+    assert saved["experiment"] == experiment
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert list(run.glob("events.out.tfevents.*"))
+    assert metrics["train/steps"] == 60
+    if experiment == "mdn_inverted":
+        assert 1.3 < metrics["test/nll"] < 3.5          # learning, in original units
+        assert metrics["test/oracle_nll"] == pytest.approx(1.33, abs=0.06)
+        assert metrics["test/excess_nll"] == pytest.approx(metrics["test/nll"] - metrics["test/oracle_nll"])
+        assert "val/best_nll" in metrics
+    else:
+        assert "val/best_mse" in metrics and metrics["test/mse"] < 40
+        assert metrics["test/mse_floor"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_seed_zero_is_a_seed(tmp_path):
+    a = train(compose_train(tmp_path / "a", ["seed=0", *FAST]))
+    b = train(compose_train(tmp_path / "b", ["seed=0", *FAST]))
+    c = train(compose_train(tmp_path / "c", ["seed=1", *FAST]))
+    assert a["test/nll"] == b["test/nll"]
+    assert a["test/nll"] != c["test/nll"]
+
+
+def test_mdn_train_then_mdn_eval_reproduces_the_test_metric(tmp_path):
+    out = run_cli(["mdn-train", *FAST], tmp_path)
+    assert "run dir:" in out.stdout and "test/nll" in out.stdout
+    run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
+    train_metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = train_metrics["best_checkpoint"]
+    evaluated = run_cli(["mdn-eval", f"ckpt_path={best}"], tmp_path)
+    eval_dir = Path(evaluated.stdout.split("written to")[1].strip()).parent
+    eval_metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    for name, value in eval_metrics.items():
+        assert value == pytest.approx(train_metrics["metrics"][name], rel=1e-9, abs=1e-12), name
+
+
+def test_multirun_two_jobs(tmp_path):
+    out = run_cli(["mdn-train", "-m", "model.n_gaussians=1,3", *FAST], tmp_path)
+    sweeps = list((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    # each job's directory (and so its TensorBoard run) is named by its overrides
+    assert [j.name.split(",")[0] for j in jobs] == ["0_callbacks.rich_progress_bar=null", "1_callbacks.rich_progress_bar=null"]
+    assert "model.n_gaussians=1" in jobs[0].name and "model.n_gaussians=3" in jobs[1].name
+    nlls = [json.loads((j / "metrics.json").read_text())["metrics"]["test/nll"] for j in jobs]
+    assert all(1.0 < v < 10 for v in nlls) and nlls[0] != nlls[1]
+    assert out.stdout.count("run dir:") == 2
