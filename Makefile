@@ -30,3 +30,10 @@ tensorboard: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: bench compare
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+compare: $(STAMP)
+	$(BIN)/python scripts/compare.py $(ARGS)

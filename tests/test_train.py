@@ -44,7 +44,7 @@ def test_mdn_train_then_mdn_eval_reproduces_the_test_metric(tmp_path):
     assert "run dir:" in out.stdout and "test/nll" in out.stdout
     run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
     train_metrics = json.loads((run_dir / "metrics.json").read_text())
-    best = train_metrics["best_checkpoint"]
+    best = json.loads((run_dir / "run.json").read_text())["tested_checkpoint"]
     evaluated = run_cli(["mdn-eval", f"ckpt_path={best}"], tmp_path)
     eval_dir = Path(evaluated.stdout.split("written to")[1].strip()).parent
     eval_metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]

@@ -72,11 +72,14 @@ def validate(cfg: DictConfig) -> None:
     from mdnlab.models import ACTIVATIONS, SIGMA_TRANSFORMS
 
     _integer(cfg, "seed", 0)
+    if _get(cfg, "test_checkpoint") is not None:
+        _choice(cfg, "test_checkpoint", ("best", "last"))
     if _get(cfg, "data") is not None:
         _validate_data(cfg)
     model_target = _get(cfg, "model._target_", "")
     if model_target.endswith("MixtureDensityNetwork"):
         _integer(cfg, "model.n_gaussians", 1)
+        _integer(cfg, "model.n_members", 1)
         _choice(cfg, "model.sigma_transform", SIGMA_TRANSFORMS)
         _number(cfg, "model.min_sigma", "a finite number ≥ 0", lambda v: v >= 0)
     _integer(cfg, "model.hidden_size", 1)

@@ -31,6 +31,12 @@ class Standardizer:
     def fit(cls, inputs: Tensor, targets: Tensor) -> "Standardizer":
         return cls(inputs.mean(0), _safe_std(inputs), targets.mean(0), _safe_std(targets))
 
+    @classmethod
+    def identity(cls, inputs: Tensor, targets: Tensor) -> "Standardizer":
+        zeros = lambda t: torch.zeros_like(t[0])  # noqa: E731
+        ones = lambda t: torch.ones_like(t[0])  # noqa: E731
+        return cls(zeros(inputs), ones(inputs), zeros(targets), ones(targets))
+
     def as_dict(self) -> dict[str, Tensor]:
         return dict(self.__dict__)
 
@@ -45,10 +51,15 @@ class TensorBatches:
     """
 
     def __init__(self, inputs: Tensor, targets: Tensor, batch_size: int | None = None,
-                 repeats: int = 1, shuffle: bool = False, seed: int = 0) -> None:
+                 repeats: int = 1, shuffle: bool = False, seed: int = 0,
+                 input_noise: float = 0.0, target_noise: float = 0.0) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.repeats, self.shuffle = batch_size, repeats, shuffle
+        self.noise = (input_noise, target_noise)
         self.generator = torch.Generator().manual_seed(seed)
+        self.noise_generator = None
+        if input_noise or target_noise:
+            self.noise_generator = torch.Generator(inputs.device).manual_seed(seed + 1)
 
     def __len__(self) -> int:
         if self.batch_size is None:
@@ -59,12 +70,23 @@ class TensorBatches:
         n = len(self.inputs)
         for _ in range(self.repeats):
             if self.batch_size is None or self.batch_size >= n:
-                yield self.inputs, self.targets
+                yield self._jitter(self.inputs, self.targets)
                 continue
             order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
             order = order.to(self.inputs.device)
             for idx in order.split(self.batch_size):
-                yield self.inputs[idx], self.targets[idx]
+                yield self._jitter(self.inputs[idx], self.targets[idx])
+
+    def _jitter(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Fresh Gaussian noise on inputs and targets each step (noise regularisation)."""
+        if self.noise_generator is None:
+            return x, y
+        input_noise, target_noise = self.noise
+        if input_noise:
+            x = x + input_noise * torch.randn(x.shape, generator=self.noise_generator, device=x.device)
+        if target_noise:
+            y = y + target_noise * torch.randn(y.shape, generator=self.noise_generator, device=y.device)
+        return x, y
 
 
 class SinusoidDataModule(L.LightningDataModule):
@@ -74,14 +96,17 @@ class SinusoidDataModule(L.LightningDataModule):
     (the rest is test). ``n_test``, when set, draws a fresh test set of that size from the same
     generator after the pool, instead of carving the test split out of ``n_samples``: a large
     fresh draw gives low-noise held-out numbers without taking from the training budget.
-    Inputs and targets are standardised with the train split's statistics; under DDP each rank
-    trains and validates on its own shard.
+    Inputs and targets are standardised with the train split's statistics (``standardize=False``
+    trains on raw values, as the seed does); under DDP each rank trains and validates on its own
+    shard.
     """
 
     def __init__(self, direction: str = "inverted", n_samples: int = 1000, noise_std: float = 1.0,
                  x_low: float = -10.0, x_high: float = 10.0, seed: int = 0,
                  train_fraction: float = 0.8, val_fraction: float = 0.1, n_test: int | None = None,
-                 batch_size: int | None = None, passes_per_epoch: int = 1) -> None:
+                 batch_size: int | None = None, passes_per_epoch: int = 1,
+                 standardize: bool = True, input_noise: float = 0.0,
+                 target_noise: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.problem = Sinusoid(direction=direction, noise_std=noise_std, x_low=x_low, x_high=x_high)
@@ -104,7 +129,8 @@ class SinusoidDataModule(L.LightningDataModule):
             self.raw["test"] = self.problem.sample(hp.n_test, generator)
         else:
             self.raw["test"] = (inputs[n_train + n_val:], targets[n_train + n_val:])
-        self.standardizer = Standardizer.fit(*self.raw["train"])
+        fit = Standardizer.fit if hp.standardize else Standardizer.identity
+        self.standardizer = fit(*self.raw["train"])
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_splits()
@@ -125,7 +151,8 @@ class SinusoidDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         hp = self.hparams
         return TensorBatches(*self.splits["train"], batch_size=hp.batch_size,
-                             repeats=hp.passes_per_epoch, shuffle=True, seed=int(hp.seed))
+                             repeats=hp.passes_per_epoch, shuffle=True, seed=int(hp.seed),
+                             input_noise=hp.input_noise, target_noise=hp.target_noise)
 
     def val_dataloader(self) -> TensorBatches | list:
         return TensorBatches(*self.splits["val"]) if len(self.splits["val"][0]) else []

@@ -28,22 +28,67 @@ def _is_multirun() -> bool:
 
 
 def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``task``; a ConfigError becomes one line on stderr and exit status 2.
+    """Run ``task``; bad input or a diverged fit becomes one line on stderr and a non-zero exit.
 
-    In a single run the directory Hydra made for this job is removed again if the job wrote
-    nothing but Hydra's own files into it. In a multirun the error is written to the job's
-    ``error.txt`` and raised, so Hydra marks this job failed and the others go on.
+    A ConfigError exits with 2, and the directory Hydra made for this job is removed again if
+    the job wrote nothing but Hydra's own files into it. A non-finite training loss exits with
+    1 and leaves the run directory (and its last good checkpoints) as they are. In a multirun
+    the line is written to the job's ``error.txt`` and the error raised, so Hydra marks this
+    job failed and the other jobs go on.
     """
+    from mdnlab.models import NonFiniteLossError
+
     try:
         return task(cfg)
-    except ConfigError as error:
+    except (ConfigError, NonFiniteLossError) as error:
         line = f"error: {error}"
         if _is_multirun():
             (output_dir() / "error.txt").write_text(line + "\n")
             raise
-        _remove_if_only_hydra_files(output_dir())
+        if isinstance(error, ConfigError):
+            _remove_if_only_hydra_files(output_dir())
         print(line, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Rewrite ``resume=<run dir>`` (and ``ckpt_path=<run dir>/checkpoints/<file>``) so the run
+    continues in its own directory, where its checkpoint callback finds its full state.
+
+    ``resume=<run dir>`` stands for the run's original overrides (from .hydra/overrides.yaml)
+    plus ``ckpt_path=<run dir>/checkpoints/last.ckpt``; overrides given after it still win.
+    Hydra's record of the resumed invocation goes to .hydra/resume-<time>, beside the original.
+    """
+    from omegaconf import OmegaConf
+
+    args, extra = list(argv[1:]), []
+    for i, arg in enumerate(args):
+        key, _, value = arg.partition("=")
+        if key == "resume":
+            run_dir = Path(value).expanduser().resolve()
+            recorded = run_dir / ".hydra" / "overrides.yaml"
+            last = run_dir / "checkpoints" / "last.ckpt"
+            if not recorded.is_file() or not last.is_file():
+                print(f"error: resume={value!r} is not allowed: a run directory holding "
+                      ".hydra/overrides.yaml and checkpoints/last.ckpt", file=sys.stderr)
+                sys.exit(2)
+            original = [o for o in OmegaConf.load(recorded)
+                        if o.partition("=")[0].lstrip("+~") not in ("ckpt_path", "resume")]
+            args[i:i + 1] = [*original, f"ckpt_path={last}"]
+            extra = _continue_in(run_dir)
+            break
+        if key == "ckpt_path" and value:
+            path = Path(value).expanduser().resolve()
+            if path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():
+                extra = _continue_in(path.parent.parent)
+    return [argv[0], *args, *extra] if extra else list(argv)
+
+
+def _continue_in(run_dir: Path) -> list[str]:
+    from datetime import datetime
+
+    return [f"hydra.run.dir={run_dir}",
+            f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"]
 
 
 def _remove_if_only_hydra_files(run_dir: Path) -> None:

@@ -8,6 +8,7 @@ one-component Gaussian whose σ is its train-split residual RMS).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Mapping
 
 import lightning as L
@@ -105,6 +106,10 @@ class _Regressor(L.LightningModule):
         """Map a standardised-space metric (mean over points) to original units."""
         raise NotImplementedError
 
+    def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """What the optimiser minimises; ``loss`` is what validation and tests report."""
+        return self.loss(x, y)
+
     # ---- optimisation -------------------------------------------------------------------
 
     def configure_optimizers(self):
@@ -130,7 +135,7 @@ class _Regressor(L.LightningModule):
         optimizer = self.optimizers()
         losses = []
         for batch, _, _ in dataloader_iter:
-            loss = self.loss(*batch)
+            loss = self.training_loss(*batch)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
@@ -214,34 +219,86 @@ class MSERegression(_Regressor):
         return torch.zeros_like(mu), mu, self.residual_std.expand_as(mu)
 
 
+class MemberLinear(nn.Module):
+    """M independent linear layers in one batched matmul: (M, N, in) → (M, N, out).
+
+    Written by hand because torch has no batched Linear; initialised like nn.Linear
+    (U(±1/√in) for weights and biases), each member from its own draws.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
 class MixtureDensityNetwork(_Regressor):
     """p(t|x) = Σ_k π_k(x) N(t; μ_k(x), σ_k(x)²) with π = softmax(z_π), μ = z_μ and
     σ = exp(z_σ) (the seed's) or softplus(z_σ), plus ``min_sigma`` (standardised units),
     where (z_π, z_σ, z_μ) come from one linear head on a shared MLP trunk. Trained by the
     mixture NLL of ``mdnlab.mixture``.
+
+    ``n_members > 1`` makes it a deep ensemble (Lakshminarayanan et al., 2017): M such networks
+    from independent initialisations, each trained on its own NLL (the training loss is their
+    mean), predicting together as the equal-weight mixture of their mixtures,
+
+        p(t|x) = (1/M) Σ_m Σ_k π_mk(x) N(t; μ_mk(x), σ_mk(x)²),
+
+    itself a Gaussian mixture of M·K components, so every metric and figure applies unchanged.
+    The members run as one batched matmul per layer.
     """
 
     metric = "nll"
 
     def __init__(self, input_dim: int = 1, n_gaussians: int = 5, hidden_size: int = 20,
                  n_hidden_layers: int = 1, activation: str = "tanh", sigma_transform: str = "exp",
-                 min_sigma: float = 0.0, optimizer=None, scheduler=None) -> None:
+                 min_sigma: float = 0.0, n_members: int = 1, optimizer=None, scheduler=None) -> None:
         super().__init__(input_dim)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)  # read by save_hyperparameters
         self.save_hyperparameters(logger=False)
-        self.trunk = mlp_trunk(input_dim, hidden_size, n_hidden_layers, activation)
-        # One matmul for the three heads: same parameters as three Linear layers, one kernel.
-        self.head = nn.Linear(hidden_size if n_hidden_layers else input_dim, 3 * n_gaussians)
-        self.n_gaussians, self.min_sigma = n_gaussians, min_sigma
+        self.n_gaussians, self.min_sigma, self.n_members = n_gaussians, min_sigma, n_members
         self._sigma = torch.exp if sigma_transform == "exp" else nn.functional.softplus
+        if n_members == 1:
+            self.trunk = mlp_trunk(input_dim, hidden_size, n_hidden_layers, activation)
+            # One matmul for the three heads: same parameters as three Linear layers, one kernel.
+            self.head = nn.Linear(hidden_size, 3 * n_gaussians)
+        else:
+            layers: list[nn.Module] = []
+            width = input_dim
+            for _ in range(n_hidden_layers):
+                layers += [MemberLinear(n_members, width, hidden_size), ACTIVATIONS[activation]()]
+                width = hidden_size
+            self.trunk = nn.Sequential(*layers)
+            self.head = MemberLinear(n_members, hidden_size, 3 * n_gaussians)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Mixture parameters (logits, μ, σ), each (N, K), in standardised units."""
+    def member_parameters(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each member's (logits, μ, σ): (N, K) for one member, (M, N, K) for an ensemble."""
+        if self.n_members > 1:
+            x = x.unsqueeze(0).expand(self.n_members, *x.shape)
         logits, mu, sigma_raw = self.head(self.trunk(x)).chunk(3, dim=-1)
         return logits, mu, self._sigma(sigma_raw) + self.min_sigma
 
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The predictive mixture (logits, μ, σ), each (N, M·K), in standardised units."""
+        logits, mu, sigma = self.member_parameters(x)
+        if self.n_members == 1:
+            return logits, mu, sigma
+        # equal member weights: log π_mk = log_softmax_k(z_m)_k − log M
+        logits = torch.log_softmax(logits, -1) - math.log(self.n_members)
+        return tuple(p.transpose(0, 1).reshape(x.shape[0], -1) for p in (logits, mu, sigma))
+
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         return mixture.nll(*self(x), y)
+
+    def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.n_members == 1:
+            return self.loss(x, y)
+        # the mean of the members' NLLs: each member's gradient is its own, as in an ensemble
+        return mixture.nll(*self.member_parameters(x), y.unsqueeze(0).expand(self.n_members, *y.shape))
 
     def to_original_units(self, value: Tensor) -> Tensor:
         # NLL in original units = standardised NLL + log|dt_std/dt| = + log(target_std).

@@ -5,6 +5,7 @@ metrics.json)."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,24 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mdnlab.config import CONFIG_DIR, validate
-from mdnlab.entry import quiet_lightning, run_entry_point
+from mdnlab.entry import quiet_lightning, resume_arguments, run_entry_point
 
 log = logging.getLogger("mdnlab")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one experiment; returns its final metrics (empty on ranks other than 0)."""
+    datamodule, model, trainer = build(cfg)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+    return finish(cfg, trainer, model, datamodule, fit_seconds)
+
+
+def build(cfg: DictConfig):
+    """Validate the config, seed, and instantiate (datamodule, model, trainer) from it."""
     validate(cfg)
     import lightning as L
     import torch
@@ -31,18 +43,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)  # optimizer/scheduler stay configs
-    trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg, f"val/{model.metric}"),
-                          logger=[instantiate(c) for c in (cfg.get("logger") or {}).values() if c] or False)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    fit_seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return {}
-    return finish(cfg, trainer, model, datamodule, fit_seconds)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
 
 
-def _callbacks(cfg: DictConfig, monitor: str) -> list:
+def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool) -> list:
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
     callbacks = []
     for callback_cfg in (cfg.get("callbacks") or {}).values():
@@ -50,6 +59,8 @@ def _callbacks(cfg: DictConfig, monitor: str) -> list:
             continue
         extra = {"monitor": monitor} if "monitor" in callback_cfg else {}
         callbacks.append(instantiate(callback_cfg, **extra))
+    if not has_logger:  # the LR monitor has nowhere to write (and Lightning refuses it)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
 
 
@@ -59,9 +70,12 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     from mdnlab.evaluation import evaluate, write_json_atomic
 
     checkpoint = trainer.checkpoint_callback
-    best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
-    best_model = ckpt.load(best_path)[0] if best_path else model.cpu()
-    metrics = evaluate(best_model, datamodule, "test")
+    tested_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
+    if cfg.get("test_checkpoint", "best") == "last":  # the weights as training left them
+        tested_path = getattr(checkpoint, "last_model_path", "") if checkpoint else ""
+    tested_model = ckpt.load(tested_path)[0] if tested_path else model.cpu()
+    metrics = evaluate(tested_model, datamodule, "test")
+    run_dir = Path(cfg.paths.output_dir)
     monitor = f"val/{model.metric}"
     best_score = getattr(checkpoint, "best_model_score", None) if checkpoint else None
     if best_score is None:
@@ -69,21 +83,39 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     metrics[f"val/best_{model.metric}"] = float(best_score) if best_score is not None else float("nan")
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics["train/steps"] = float(trainer.global_step)
-    metrics["train/fit_seconds"] = fit_seconds
+    figures = draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)) if cfg.get("figures", True) else {}
     for logger in trainer.loggers:
+        if figures and hasattr(logger.experiment, "add_figure"):
+            for name, fig in figures.items():
+                logger.experiment.add_figure(f"figures/{name}", fig, trainer.global_step)
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
                            step=trainer.global_step)
         logger.log_hyperparams(hparams_of(cfg), metrics={
             f"hp/best_val_{model.metric}": metrics[f"val/best_{model.metric}"],
             f"hp/test_{model.metric}": metrics[f"test/{model.metric}"]})
         logger.save()
-    run_dir = Path(cfg.paths.output_dir)
+    if figures:
+        from mdnlab.figures import close_all
+
+        close_all(figures)
+    # metrics.json holds only what the seed determines (so two runs of one seed match byte for
+    # byte); where and how long goes to run.json
     write_json_atomic(run_dir / "metrics.json", {
-        "metrics": metrics, "best_checkpoint": best_path, "run_dir": str(run_dir),
-        "experiment": experiment_name(), "overrides": _task_overrides()})
+        "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
+    write_json_atomic(run_dir / "run.json", {
+        "run_dir": str(run_dir), "tested_checkpoint": tested_path, "fit_seconds": fit_seconds})
     print(f"run dir: {run_dir}")
     print(summary_line(metrics))
     return metrics
+
+
+def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
+    """The seven figures as PNG files in <run dir>/figures; returned for the loggers."""
+    from mdnlab import figures
+
+    drawn = figures.draw_all(model, datamodule, seed=seed)
+    figures.save_all(drawn, run_dir / "figures")
+    return drawn
 
 
 def summary_line(metrics: dict[str, float]) -> str:
@@ -129,10 +161,16 @@ def _task_overrides() -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = run_entry_point(train, cfg) or {}
     # What a sweeper (e.g. Optuna) minimises: the validation score, never a test number.
     return metrics.get("val/best_nll", metrics.get("val/best_mse"))
+
+
+def main() -> None:
+    """mdn-train [overrides] | mdn-train resume=<run dir> | mdn-train -m <sweep overrides>"""
+    sys.argv = resume_arguments(sys.argv)
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""Benchmark: the project's Lightning training path against a hand-written PyTorch loop.
+
+    make bench                      # or: python scripts/bench.py --steps 3000 --repeats 3
+
+For the seed's workload (experiment=seed_mdn_inverted: 900 training points, 20 tanh hidden
+units, 5 Gaussians, full-batch Adam) and the MSE baseline (experiment=seed_mse_forward), it
+times N full-batch steps through
+
+  (a) a hand-written loop: the same model, data and optimiser, `loss; zero_grad; backward; step`;
+  (b) the project's path exactly as `mdn-train experiment=...` builds it (DataModule,
+      LightningModule, Trainer, default callbacks and TensorBoard logger, writing to a
+      temporary run directory),
+
+alternating A B A B so drift hits both alike, and reports the median µs per step of each, their
+ratio, and both final losses (same seed, same steps: they should agree). It also times a real
+`mdn-train` process from launch to its first training step. Results go to stdout and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+WORKLOADS = {"mdn": "seed_mdn_inverted", "mse": "seed_mse_forward"}
+
+
+def compose(experiment: str, run_dir: Path, steps: int, passes: int, extra=()):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mdnlab.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    overrides = [f"experiment={experiment}", f"data.passes_per_epoch={passes}",
+                 f"trainer.max_epochs={steps // passes}", *extra]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
+def time_project(experiment: str, steps: int, passes: int, threads: int, extra=()):
+    """(µs per step, final train loss, fit setup + teardown s) of Trainer.fit as mdn-train
+    builds it. The per-step time runs from the first epoch's start to the end of training, so it
+    includes every epoch's validation, checkpointing and logging; the one-off setup (loggers,
+    callbacks, optimiser creation) and teardown are reported apart."""
+    from lightning.pytorch.callbacks import Callback
+
+    from mdnlab.train import build
+
+    class Clock(Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self.__dict__.setdefault("start", time.perf_counter())
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self.end = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(experiment, Path(tmp), steps, passes, [f"torch_threads={threads}", *extra])
+        datamodule, model, trainer = build(cfg)
+        clock = Clock()
+        trainer.callbacks.append(clock)
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule)
+        total = time.perf_counter() - start
+        assert trainer.global_step == steps, (trainer.global_step, steps)
+        x, y = datamodule.splits["train"]
+        final = float(model.loss(x, y).detach())
+    training = clock.end - clock.start
+    return training / steps * 1e6, final, total - training
+
+
+def time_hand_loop(experiment: str, steps: int, passes: int, threads: int) -> tuple[float, float]:
+    """(µs per step, final train loss) of a plain loop over the same model, data and optimiser."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(experiment, Path(tmp), steps, passes)
+    torch.set_num_threads(threads)
+    L.seed_everything(int(cfg.seed), verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _recursive_=False)
+    datamodule.setup("fit")
+    x, y = datamodule.splits["train"]
+    optimizer = instantiate(cfg.model.optimizer, params=model.parameters(), _partial_=False)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = model.loss(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    elapsed = time.perf_counter() - start
+    return elapsed / steps * 1e6, float(model.loss(x, y).detach())
+
+
+def first_step_timer():
+    """A Lightning callback, loaded into the probed mdn-train by Hydra, that writes the wall-clock
+    time at which training starts (just before the first step) to $MDNLAB_FIRST_STEP_FILE."""
+    from lightning.pytorch.callbacks import Callback
+
+    class FirstStepTimer(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            Path(os.environ["MDNLAB_FIRST_STEP_FILE"]).write_text(repr(time.time()))
+
+    return FirstStepTimer()
+
+
+def time_to_first_step(experiment: str) -> float:
+    """Seconds from launching `mdn-train experiment=...` to its first training step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stamp = Path(tmp) / "first_step"
+        env = {**os.environ, "MDNLAB_FIRST_STEP_FILE": str(stamp), "MDNLAB_LOG_DIR": tmp,
+               "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")])}
+        command = [str(Path(sys.executable).parent / "mdn-train"), f"experiment={experiment}",
+                   "trainer.max_epochs=1", "data.passes_per_epoch=1", "figures=false",
+                   "+callbacks.first_step._target_=bench.first_step_timer"]
+        launched = time.time()
+        subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+        return float(stamp.read_text()) - launched
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Lightning path vs hand-written loop")
+    parser.add_argument("--steps", type=int, default=3000, help="full-batch steps per timing")
+    parser.add_argument("--passes", type=int, default=100, help="data.passes_per_epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="A B pairs per workload")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
+    args = parser.parse_args()
+    if args.steps % args.passes:
+        parser.error("--steps must be a multiple of --passes")
+
+    from mdnlab.entry import quiet_lightning
+
+    quiet_lightning()
+    results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,
+                     "passes_per_epoch": args.passes, "repeats": args.repeats, "workloads": {}}
+    for name, experiment in WORKLOADS.items():
+        hand, project = [], []
+        for _ in range(args.repeats):  # A B A B ...
+            hand.append(time_hand_loop(experiment, args.steps, args.passes, args.threads))
+            project.append(time_project(experiment, args.steps, args.passes, args.threads))
+        hand_us = statistics.median(t for t, _ in hand)
+        project_us = statistics.median(t for t, _, _ in project)
+        results["workloads"][name] = {
+            "experiment": experiment, "hand_us_per_step": hand_us,
+            "project_us_per_step": project_us, "ratio": project_us / hand_us,
+            "hand_final_loss": hand[-1][1], "project_final_loss": project[-1][1],
+            "fit_setup_s": statistics.median(s for _, _, s in project),
+            "hand_all_us": [t for t, _ in hand], "project_all_us": [t for t, _, _ in project]}
+    if not args.skip_startup:
+        results["seconds_to_first_step"] = time_to_first_step(WORKLOADS["mdn"])
+    print(report(results))
+    out = args.out or REPO / "logs" / "bench" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
+def report(results: dict) -> str:
+    lines = [f"machine: {results['machine']}; torch threads: {results['threads']}; "
+             f"N = {results['steps']} full-batch steps ({results['passes_per_epoch']} per epoch), "
+             f"median of {results['repeats']}",
+             "",
+             "| workload | hand loop µs/step | mdnlab µs/step | ratio | final loss hand / mdnlab | fit setup s |",
+             "|---|---|---|---|---|---|"]
+    for name, w in results["workloads"].items():
+        lines.append(f"| {name} ({w['experiment']}) | {w['hand_us_per_step']:.0f} | "
+                     f"{w['project_us_per_step']:.0f} | {w['ratio']:.3f} | "
+                     f"{w['hand_final_loss']:.5f} / {w['project_final_loss']:.5f} | "
+                     f"{w['fit_setup_s']:.2f} |")
+    if "seconds_to_first_step" in results:
+        lines += ["", f"mdn-train launch to first training step: {results['seconds_to_first_step']:.2f} s"]
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""What a run shows: metrics.json, figures, TensorBoard events, and mdn-sample's files."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import FAST, compose_train, run_cli
+from mdnlab import mixture
+from mdnlab.figures import FIGURES
+from mdnlab.train import train
+
+METRICS = ["nll", "oracle_nll", "excess_nll", "mse_floor", "mse", "mae", "mse_mode", "mae_mode",
+           "mae_top_component", "crps", "pit_ks", "coverage_50", "coverage_90",
+           "effective_components", "min_sigma", "frac_nll_above_6"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    metrics = train(compose_train(tmp, FAST))
+    return tmp / "run", metrics
+
+
+def test_every_metric_is_in_metrics_json(finished_run):
+    run, metrics = finished_run
+    saved = json.loads((run / "metrics.json").read_text())["metrics"]
+    for name in METRICS:
+        assert f"test/{name}" in saved, name
+        assert np.isfinite(saved[f"test/{name}"]), name
+    assert 0 <= saved["test/coverage_50"] <= saved["test/coverage_90"] <= 1
+    assert 1 <= saved["test/effective_components"] <= 5
+
+
+def test_figures_are_written(finished_run):
+    run, _ = finished_run
+    for name in FIGURES:
+        path = run / "figures" / f"{name}.png"
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_tensorboard_has_scalars_images_and_hparams(finished_run):
+    run, metrics = finished_run
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/nll", "val/nll", "test/nll", "test/excess_nll", "test/crps",
+                "hp/best_val_nll", "lr-Adam"):
+        assert tag in scalars, (tag, scalars)
+    assert events.Scalars("test/nll")[-1].value == pytest.approx(metrics["test/nll"], rel=1e-6)
+    assert len(events.Scalars("val/nll")) == 3  # one per epoch, not per step
+    images = set(events.Tags()["images"])
+    assert {f"figures/{name}" for name in FIGURES} <= images
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams
+    start = hparams["_hparams_/session_start_info"]
+    assert b"model.n_gaussians" in start and b"data.direction" in start
+
+
+@pytest.mark.parametrize("fmt", ["npz", "csv"])
+def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
+    run, _ = finished_run
+    ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    out = run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300",
+                   f"format={fmt}", "grid_points=400"], tmp_path)
+    directory = next((tmp_path / "sample" / "runs").iterdir())
+    if fmt == "npz":
+        data = np.load(directory / "samples.npz")
+        assert data["samples"].shape == (3, 300)
+        assert data["pi"].shape == data["mu"].shape == data["sigma"].shape == (3, 5)
+        np.testing.assert_allclose(data["pi"].sum(-1), 1.0, rtol=1e-9)
+        # the density on the grid integrates to the mixture's mass between the grid's ends
+        mass = np.trapezoid(data["density"], data["grid"], axis=-1)
+        logits, mu, sigma = (torch.from_numpy(np.log(data["pi"])), torch.from_numpy(data["mu"]),
+                             torch.from_numpy(data["sigma"]))
+        ends = torch.tensor(data["grid"][[0, -1]]).expand(3, 2).T
+        cdf = mixture.cdf(logits, mu, sigma, ends)
+        np.testing.assert_allclose(mass, (cdf[1] - cdf[0]).numpy(), atol=2e-3)
+        # sample mean agrees with the mixture mean within Monte-Carlo error
+        assert np.all(np.abs(data["samples"].mean(-1) - data["mean"]) < 4 * data["std"] / np.sqrt(300))
+    else:
+        with open(directory / "summary.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [float(r["input"]) for r in rows] == [-5, 0, 5]
+        assert {"mean", "std", "most_probable_mode", "pi_0", "mu_4", "sigma_2"} <= set(rows[0])
+        with open(directory / "samples.csv") as handle:
+            assert sum(1 for _ in handle) == 1 + 3 * 300
+        with open(directory / "density.csv") as handle:
+            assert sum(1 for _ in handle) == 1 + 3 * 400
+    assert "most probable mode" in out.stdout
