@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 WORKLOADS = {"mdn": "seed_mdn_inverted", "mse": "seed_mse_forward"}
 
 
-def compose(experiment: str, run_dir: Path, steps: int, passes: int, extra=()):
+def compose(experiment: str, run_dir: Path, steps: int, passes: int | None, extra=()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -44,9 +44,13 @@ def compose(experiment: str, run_dir: Path, steps: int, passes: int, extra=()):
     from mdnlab.config import CONFIG_DIR
 
     GlobalHydra.instance().clear()
-    overrides = [f"experiment={experiment}", f"data.passes_per_epoch={passes}",
-                 f"trainer.max_epochs={steps // passes}", *extra]
+    overrides = [f"experiment={experiment}", *extra]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+        passes = passes or cfg.data.passes_per_epoch  # default: the experiment's own cadence
+        if steps % passes:
+            raise SystemExit(f"--steps {steps} is not a multiple of data.passes_per_epoch={passes}")
+        overrides += [f"data.passes_per_epoch={passes}", f"trainer.max_epochs={steps // passes}"]
         cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -139,20 +143,19 @@ def time_to_first_step(experiment: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Lightning path vs hand-written loop")
     parser.add_argument("--steps", type=int, default=3000, help="full-batch steps per timing")
-    parser.add_argument("--passes", type=int, default=100, help="data.passes_per_epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="A B pairs per workload")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="data.passes_per_epoch (default: the experiment's own)")
+    parser.add_argument("--repeats", type=int, default=5, help="A B pairs per workload")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
     args = parser.parse_args()
-    if args.steps % args.passes:
-        parser.error("--steps must be a multiple of --passes")
-
     from mdnlab.entry import quiet_lightning
 
     quiet_lightning()
     results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,
-                     "passes_per_epoch": args.passes, "repeats": args.repeats, "workloads": {}}
+                     "passes_per_epoch": args.passes or "the experiment's",
+                     "repeats": args.repeats, "workloads": {}}
     for name, experiment in WORKLOADS.items():
         hand, project = [], []
         for _ in range(args.repeats):  # A B A B ...

@@ -63,3 +63,30 @@ def test_multirun_two_jobs(tmp_path):
     nlls = [json.loads((j / "metrics.json").read_text())["metrics"]["test/nll"] for j in jobs]
     assert all(1.0 < v < 10 for v in nlls) and nlls[0] != nlls[1]
     assert out.stdout.count("run dir:") == 2
+
+
+def test_fast_path_and_hooked_path_train_identically(tmp_path):
+    """With no listener the step skips Lightning's per-step hooks; a listening callback gets
+    every hook, and both paths take the same steps to the same weights."""
+    import torch
+    from lightning.pytorch import Callback
+
+    from mdnlab.train import build
+
+    class Listener(Callback):
+        calls = 0
+
+        def on_after_backward(self, trainer, pl_module):
+            Listener.calls += 1
+
+    weights = []
+    for name, listen in (("fast", False), ("hooked", True)):
+        cfg = compose_train(tmp_path / name, [*FAST, "logger=none", "figures=false"])
+        datamodule, model, trainer = build(cfg)
+        if listen:
+            trainer.callbacks.append(Listener())
+        trainer.fit(model, datamodule=datamodule)
+        assert trainer.global_step == 60
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert Listener.calls == 60
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)

@@ -109,6 +109,9 @@ def _validate_data(cfg: DictConfig) -> None:
     if n_train < 2 or n_val < 1 or (n_test is None and n - n_train - n_val < 1):
         raise ConfigError("data.n_samples", n, "enough points for ≥ 2 train, ≥ 1 val and ≥ 1 test "
                           f"(got {n_train}/{n_val}/{n - n_train - n_val}); raise it or set data.n_test")
+    for key in ("data.input_noise", "data.target_noise"):
+        if _get(cfg, key) is not None:
+            _number(cfg, key, "a finite number ≥ 0", lambda v: v >= 0)
     _integer(cfg, "data.batch_size", 1, optional=True)
     _integer(cfg, "data.passes_per_epoch", 1)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files and TensorBoard only; never a window
+matplotlib.rcParams["figure.constrained_layout.use"] = True  # no clipped labels
 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
@@ -50,19 +51,22 @@ def draw_all(model, datamodule, seed: int = 0) -> dict[str, Figure]:
     }
 
 
-def save_all(figures: dict[str, Figure], directory: Path) -> list[Path]:
+def render_all(figures: dict[str, Figure], directory: Path) -> dict:
+    """Render each figure once: write <directory>/<name>.png and return the RGB pixels (H, W, 3)
+    for the loggers, so TensorBoard does not draw every figure a second time."""
+    import numpy as np
+    from matplotlib.image import imsave
+
     directory.mkdir(parents=True, exist_ok=True)
-    paths = []
+    pixels = {}
     for name, fig in figures.items():
-        path = directory / f"{name}.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        paths.append(path)
-    return paths
-
-
-def close_all(figures: dict[str, Figure]) -> None:
-    for fig in figures.values():
+        fig.set_dpi(100)
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        imsave(directory / f"{name}.png", rgb)
+        pixels[name] = rgb
         plt.close(fig)
+    return pixels
 
 
 # ---- the figures ----------------------------------------------------------------------------

@@ -85,19 +85,16 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     metrics["train/steps"] = float(trainer.global_step)
     figures = draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)) if cfg.get("figures", True) else {}
     for logger in trainer.loggers:
-        if figures and hasattr(logger.experiment, "add_figure"):
-            for name, fig in figures.items():
-                logger.experiment.add_figure(f"figures/{name}", fig, trainer.global_step)
+        if figures and hasattr(logger.experiment, "add_image"):
+            for name, rgb in figures.items():
+                logger.experiment.add_image(f"figures/{name}", rgb, trainer.global_step,
+                                            dataformats="HWC")
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
                            step=trainer.global_step)
         logger.log_hyperparams(hparams_of(cfg), metrics={
             f"hp/best_val_{model.metric}": metrics[f"val/best_{model.metric}"],
             f"hp/test_{model.metric}": metrics[f"test/{model.metric}"]})
         logger.save()
-    if figures:
-        from mdnlab.figures import close_all
-
-        close_all(figures)
     # metrics.json holds only what the seed determines (so two runs of one seed match byte for
     # byte); where and how long goes to run.json
     write_json_atomic(run_dir / "metrics.json", {
@@ -110,12 +107,10 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
 
 
 def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
-    """The seven figures as PNG files in <run dir>/figures; returned for the loggers."""
+    """The seven figures as PNG files in <run dir>/figures; their pixels for the loggers."""
     from mdnlab import figures
 
-    drawn = figures.draw_all(model, datamodule, seed=seed)
-    figures.save_all(drawn, run_dir / "figures")
-    return drawn
+    return figures.render_all(figures.draw_all(model, datamodule, seed=seed), run_dir / "figures")
 
 
 def summary_line(metrics: dict[str, float]) -> str:

@@ -1,0 +1,20 @@
+"""scripts/bench.py at a tiny size: it runs, and both paths reach the same loss. No timings are
+asserted: speed is what `make bench` reports."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_runs_and_both_paths_agree(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--steps", "20",
+                    "--passes", "10", "--repeats", "1", "--skip-startup", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    for name in ("mdn", "mse"):
+        w = results["workloads"][name]
+        assert w["hand_us_per_step"] > 0 and w["project_us_per_step"] > 0
+        assert abs(w["hand_final_loss"] - w["project_final_loss"]) <= 1e-5 * max(1, abs(w["hand_final_loss"]))

@@ -1,0 +1,54 @@
+"""The LightningModules' math: units, ensembles, the MSE baseline as a Gaussian."""
+
+import math
+
+import pytest
+import torch
+
+from mdnlab import mixture
+from mdnlab.models import MixtureDensityNetwork, MSERegression
+
+
+def test_ensemble_predicts_the_mean_of_its_members_densities():
+    torch.manual_seed(0)
+    model = MixtureDensityNetwork(n_members=3, n_gaussians=2)
+    x, y = torch.randn(7, 1), torch.randn(7, 1)
+    logits, mu, sigma = model(x)
+    assert logits.shape == (7, 6)
+    member = model.member_parameters(x)
+    per_member = torch.stack([mixture.log_prob(*(p[m] for p in member), y) for m in range(3)])
+    torch.testing.assert_close(mixture.log_prob(logits, mu, sigma, y),
+                               torch.logsumexp(per_member, 0) - math.log(3))
+    torch.testing.assert_close(model.training_loss(x, y), -per_member.mean())
+
+
+def test_predictive_mixture_is_in_original_units():
+    torch.manual_seed(0)
+    model = MixtureDensityNetwork()
+    model.set_standardizer({"input_mean": torch.tensor([2.0]), "input_std": torch.tensor([3.0]),
+                            "target_mean": torch.tensor([-1.0]), "target_std": torch.tensor([4.0])})
+    raw = torch.tensor([[5.0]])
+    logits, mu, sigma = model.predictive_mixture(raw)
+    s_logits, s_mu, s_sigma = model(torch.tensor([[1.0]]))
+    torch.testing.assert_close(mu, s_mu * 4 - 1)
+    torch.testing.assert_close(sigma, s_sigma * 4)
+    # the NLL shifts by log(target_std) between the two coordinate systems
+    t = torch.tensor([3.0])
+    standardised_nll = mixture.nll(s_logits, s_mu, s_sigma, (t + 1) / 4)
+    torch.testing.assert_close(model.to_original_units(standardised_nll),
+                               mixture.nll(logits, mu, sigma, t))
+
+
+def test_mse_model_is_a_one_component_gaussian():
+    model = MSERegression()
+    model.residual_std.fill_(2.0)
+    logits, mu, sigma = model.predictive_mixture(torch.zeros(4, 1))
+    assert logits.shape == mu.shape == sigma.shape == (4, 1)
+    assert torch.all(sigma == 2.0)
+
+
+@pytest.mark.parametrize("transform", ["exp", "softplus"])
+def test_sigma_transforms_and_floor(transform):
+    model = MixtureDensityNetwork(sigma_transform=transform, min_sigma=0.1)
+    _, _, sigma = model(torch.linspace(-50, 50, 101).reshape(-1, 1))
+    assert torch.all(sigma > 0.1)
