@@ -23,9 +23,21 @@ def _run_id() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
 
 
+def _parallel_jobs(threads: int | None) -> int:
+    """Sweep jobs that fit the cores without oversubscribing: cores // torch threads."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(threads or 1)))
+
+
+def _gpus_per_node(accelerator: str, devices: Any) -> int:
+    return int(devices) if accelerator in ("gpu", "cuda") and isinstance(devices, int) else 0
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
+    for name, function, cache in (("run_id", _run_id, True),
+                                  ("mdn_parallel_jobs", _parallel_jobs, False),
+                                  ("mdn_gpus_per_node", _gpus_per_node, False)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=cache)
 
 
 register_resolvers()

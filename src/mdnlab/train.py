@@ -5,6 +5,7 @@ metrics.json)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,11 +24,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one experiment; returns its final metrics (empty on ranks other than 0)."""
     datamodule, model, trainer = build(cfg)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=_resume_from(cfg))
     fit_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
     return finish(cfg, trainer, model, datamodule, fit_seconds)
+
+
+def _resume_from(cfg: DictConfig) -> str | None:
+    """ckpt_path, or (auto_resume) the job directory's own last.ckpt: a requeued cluster job
+    starts again in the same directory and picks up where it was stopped."""
+    if cfg.get("ckpt_path") is not None:
+        return str(cfg.ckpt_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if cfg.get("auto_resume", True) and last.is_file() else None
 
 
 def build(cfg: DictConfig):
@@ -40,12 +50,20 @@ def build(cfg: DictConfig):
     quiet_lightning()
     if cfg.get("torch_threads") is not None:
         torch.set_num_threads(int(cfg.torch_threads))
+        os.environ["OMP_NUM_THREADS"] = str(int(cfg.torch_threads))  # for spawned DDP ranks too
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)  # optimizer/scheduler stay configs
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    extra = {}
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        # submitit owns requeueing (hydra.launcher.max_num_timeout); Lightning must not also
+        # catch SLURM's signal and requeue the job a second time
+        extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     return datamodule, model, trainer
 
 

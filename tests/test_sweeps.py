@@ -1,0 +1,91 @@
+"""Sweeps: launchers (basic, joblib, submitit local), a cpu/gpu axis on a machine without a GPU,
+DDP on two CPU processes, and mdn-report."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from conftest import FAST, run_cli
+
+QUICK = [*FAST, "figures=false"]
+
+
+def sweep_dir(tmp_path):
+    sweeps = list((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    return sweeps[0]
+
+
+def job_dirs(sweep):
+    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()),
+                  key=lambda p: int(p.name.split("_")[0]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cpu_gpu_axis_finishes_cpu_jobs_and_reports_gpu_jobs_failed(tmp_path):
+    out = run_cli(["mdn-train", "-m", "trainer=cpu,gpu", *QUICK], tmp_path, check=False)
+    assert out.returncode != 0  # the sweep says it had a failure
+    sweep = sweep_dir(tmp_path)
+    cpu, gpu = job_dirs(sweep)
+    assert (cpu / "metrics.json").is_file()
+    assert "trainer.accelerator='gpu'" in (gpu / "error.txt").read_text()
+    report = run_cli(["mdn-report", str(sweep)], tmp_path)
+    with open(sweep / "report.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["completed", "failed"]
+    assert "no CUDA GPU" in rows[1]["error"] and float(rows[0]["test/nll"]) > 1
+    assert "failed" in report.stdout and (sweep / "report.md").is_file()
+
+
+def test_report_plots_nll_against_n_gaussians_per_hidden_size(tmp_path):
+    run_cli(["mdn-train", "-m", "hydra/launcher=parallel", "model.n_gaussians=1,3",
+             "model.hidden_size=5,10", *QUICK], tmp_path)
+    sweep = sweep_dir(tmp_path)
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
+    out = run_cli(["mdn-report", str(sweep)], tmp_path)
+    assert (sweep / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert out.stdout.count("| completed |") == 4
+
+
+def test_submitit_local_runs_the_cluster_path(tmp_path):
+    run_cli(["mdn-train", "-m", "hydra/launcher=slurm_local", "model.n_gaussians=2,3", *QUICK],
+            tmp_path)
+    sweep = sweep_dir(tmp_path)
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
+    assert (sweep / ".submitit").is_dir()  # submitit ran them
+
+
+def test_ddp_cpu_single_run_matches_one_process(tmp_path):
+    single = run_cli(["mdn-train", *QUICK], tmp_path / "one")
+    ddp = run_cli(["mdn-train", "trainer=ddp_cpu", *QUICK], tmp_path / "ddp")
+    metrics = [json.loads((_run(o) / "metrics.json").read_text())["metrics"] for o in (single, ddp)]
+    # two equal shards, gradients averaged: the same full-batch step up to float rounding
+    assert metrics[1]["test/nll"] == pytest.approx(metrics[0]["test/nll"], abs=2e-3)
+    assert metrics[1]["val/best_nll"] == pytest.approx(metrics[0]["val/best_nll"], abs=2e-3)
+    assert len(list((tmp_path / "ddp" / "train" / "runs").iterdir())) == 1  # no stray run dirs
+
+
+def test_ddp_cpu_inside_a_multirun(tmp_path):
+    run_cli(["mdn-train", "-m", "trainer=ddp_cpu", "model.n_gaussians=2,3", *QUICK], tmp_path,
+            timeout=400)
+    sweep = sweep_dir(tmp_path)
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
+    assert not (tmp_path / "train" / "runs").exists()  # ranks made no directories of their own
+
+
+def _run(out):
+    from pathlib import Path
+
+    return Path(out.stdout.split("run dir:")[1].split()[0])
+
+
+def test_run_ids_are_unique_within_one_second():
+    from mdnlab.config import _run_id
+
+    ids = {_run_id() for _ in range(200)}
+    assert len(ids) == 200
