@@ -37,3 +37,12 @@ bench: $(STAMP)
 
 compare: $(STAMP)
 	$(BIN)/python scripts/compare.py $(ARGS)
+
+# A grid over the MDN's size; LAUNCHER=basic runs the jobs one after another.
+SWEEP ?= model.n_gaussians=1,2,3,5,8 model.hidden_size=10,20,50
+LAUNCHER ?= parallel
+.PHONY: sweep
+sweep: $(STAMP)
+	@$(BIN)/mdn-train -m hydra/launcher=$(LAUNCHER) $(SWEEP) figures=false \
+		callbacks.rich_progress_bar=null trainer.enable_progress_bar=false $(ARGS); status=$$?; \
+	$(BIN)/mdn-report "$$(ls -dt $${MDNLAB_LOG_DIR:-logs}/train/multiruns/*/ | head -1)"; exit $$status

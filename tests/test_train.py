@@ -29,6 +29,16 @@ def test_short_training_run_writes_the_run_directory(tmp_path, experiment):
     else:
         assert "val/best_mse" in metrics and metrics["test/mse"] < 40
         assert metrics["test/mse_floor"] == pytest.approx(1.0, abs=0.01)
+        # scored as N(ŷ, s²) with s the train residual RMS stored in the checkpoint it tested
+        import math
+
+        import torch
+
+        tested = json.loads((run / "run.json").read_text())["tested_checkpoint"]
+        s = torch.load(tested, weights_only=True)["state_dict"]["residual_std"].item()
+        assert s != 1.0 and s > 0
+        gaussian_nll = 0.5 * math.log(2 * math.pi) + math.log(s) + metrics["test/mse"] / (2 * s * s)
+        assert metrics["test/nll"] == pytest.approx(gaussian_nll, rel=1e-6)
 
 
 def test_seed_zero_is_a_seed(tmp_path):
@@ -57,9 +67,12 @@ def test_multirun_two_jobs(tmp_path):
     sweeps = list((tmp_path / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
-    # each job's directory (and so its TensorBoard run) is named by its overrides
-    assert [j.name.split(",")[0] for j in jobs] == ["0_callbacks.rich_progress_bar=null", "1_callbacks.rich_progress_bar=null"]
-    assert "model.n_gaussians=1" in jobs[0].name and "model.n_gaussians=3" in jobs[1].name
+    # each job's directory (and so its TensorBoard run) is named by its overrides, with no
+    # '=' or ',' that a later override would have to quote
+    assert [j.name.split("__")[0] for j in jobs] == ["0_callbacks.rich_progress_bar-null",
+                                                     "1_callbacks.rich_progress_bar-null"]
+    assert "model.n_gaussians-1" in jobs[0].name and "model.n_gaussians-3" in jobs[1].name
+    assert not any(c in j.name for j in jobs for c in "=,")
     nlls = [json.loads((j / "metrics.json").read_text())["metrics"]["test/nll"] for j in jobs]
     assert all(1.0 < v < 10 for v in nlls) and nlls[0] != nlls[1]
     assert out.stdout.count("run dir:") == 2
@@ -90,3 +103,8 @@ def test_fast_path_and_hooked_path_train_identically(tmp_path):
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert Listener.calls == 60
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
+def test_max_steps_stops_inside_an_epoch(tmp_path):
+    cfg = compose_train(tmp_path, [*FAST, "figures=false", "+trainer.max_steps=45"])
+    assert train(cfg)["train/steps"] == 45

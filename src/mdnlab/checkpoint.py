@@ -29,12 +29,17 @@ def read(path: Any, key: str = "ckpt_path") -> dict[str, Any]:
 
 def restore(checkpoint: dict[str, Any]):
     """(model, datamodule) rebuilt from a checkpoint; the model in eval mode on the CPU."""
+    import lightning as L
+
+    from mdnlab.models import _Regressor
+
     info = checkpoint["mdnlab"]
-    model = _class(info["model_class"])(**checkpoint["hyper_parameters"])
+    model = _class(info["model_class"], _Regressor)(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     datamodule = None
     if info.get("datamodule_class"):
-        datamodule = _class(info["datamodule_class"])(**checkpoint["datamodule_hyper_parameters"])
+        datamodule_class = _class(info["datamodule_class"], L.LightningDataModule)
+        datamodule = datamodule_class(**checkpoint["datamodule_hyper_parameters"])
     return model.eval(), datamodule
 
 
@@ -42,8 +47,11 @@ def load(path: Any, key: str = "ckpt_path"):
     return restore(read(path, key))
 
 
-def _class(path: str) -> type:
-    module, _, name = path.rpartition(".")
-    if not module.startswith("mdnlab."):
-        raise ValueError(f"refusing to import {path!r}: not an mdnlab class")
-    return getattr(importlib.import_module(module), name)
+def _class(path: str, base: type) -> type:
+    """The class a checkpoint names, only if it is an mdnlab subclass of ``base``: a checkpoint
+    must not be able to make us call an arbitrary function with its contents."""
+    module, _, name = str(path).rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None) if module.startswith("mdnlab.") else None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError("ckpt_path", path, f"a checkpoint naming an mdnlab {base.__name__} class")
+    return cls

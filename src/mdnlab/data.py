@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from mdnlab.config import ConfigError
 from mdnlab.problems import Sinusoid
 
 
@@ -47,19 +48,23 @@ class TensorBatches:
     ``batch_size=None`` serves the whole split as one batch, ``repeats`` times per epoch: with
     full batches one Lightning epoch can then hold many optimiser steps, so the per-epoch work
     (validation, checkpointing, logging) is paid once per ``repeats`` steps. With a batch size,
-    each epoch is one shuffled pass, shuffled by its own seeded generator.
+    each pass is shuffled. ``input_noise``/``target_noise`` add fresh Gaussian noise to every
+    batch (noise regularisation).
+
+    The shuffling and noise of an epoch are drawn from generators seeded by (seed, rank,
+    epoch), with the epoch read from ``epoch_of()``: a run resumed at epoch e draws exactly
+    what the uninterrupted run drew there, and DDP ranks draw different noise.
     """
 
     def __init__(self, inputs: Tensor, targets: Tensor, batch_size: int | None = None,
-                 repeats: int = 1, shuffle: bool = False, seed: int = 0,
-                 input_noise: float = 0.0, target_noise: float = 0.0) -> None:
+                 repeats: int = 1, shuffle: bool = False, seed: int = 0, rank: int = 0,
+                 input_noise: float = 0.0, target_noise: float = 0.0,
+                 epoch_of: Callable[[], int] | None = None) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.repeats, self.shuffle = batch_size, repeats, shuffle
-        self.noise = (input_noise, target_noise)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.noise_generator = None
-        if input_noise or target_noise:
-            self.noise_generator = torch.Generator(inputs.device).manual_seed(seed + 1)
+        self.seed, self.rank, self.noise = seed, rank, (input_noise, target_noise)
+        self._epochs_served = 0
+        self.epoch_of = epoch_of or (lambda: self._epochs_served)
 
     def __len__(self) -> int:
         if self.batch_size is None:
@@ -67,26 +72,37 @@ class TensorBatches:
         return self.repeats * math.ceil(len(self.inputs) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch = self.epoch_of()
+        self._epochs_served += 1
+        order_rng = torch.Generator().manual_seed(_stream(self.seed, self.rank, epoch, 0))
+        noise_rng = None
+        if any(self.noise):
+            noise_rng = torch.Generator(self.inputs.device)
+            noise_rng.manual_seed(_stream(self.seed, self.rank, epoch, 1))
         n = len(self.inputs)
         for _ in range(self.repeats):
             if self.batch_size is None or self.batch_size >= n:
-                yield self._jitter(self.inputs, self.targets)
+                yield self._jitter(self.inputs, self.targets, noise_rng)
                 continue
-            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-            order = order.to(self.inputs.device)
-            for idx in order.split(self.batch_size):
-                yield self._jitter(self.inputs[idx], self.targets[idx])
+            order = torch.randperm(n, generator=order_rng) if self.shuffle else torch.arange(n)
+            for idx in order.to(self.inputs.device).split(self.batch_size):
+                yield self._jitter(self.inputs[idx], self.targets[idx], noise_rng)
 
-    def _jitter(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Fresh Gaussian noise on inputs and targets each step (noise regularisation)."""
-        if self.noise_generator is None:
+    def _jitter(self, x: Tensor, y: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        if rng is None:
             return x, y
         input_noise, target_noise = self.noise
         if input_noise:
-            x = x + input_noise * torch.randn(x.shape, generator=self.noise_generator, device=x.device)
+            x = x + input_noise * torch.randn(x.shape, generator=rng, device=x.device)
         if target_noise:
-            y = y + target_noise * torch.randn(y.shape, generator=self.noise_generator, device=y.device)
+            y = y + target_noise * torch.randn(y.shape, generator=rng, device=y.device)
         return x, y
+
+
+def _stream(*parts: int) -> int:
+    """A 63-bit seed for one (seed, rank, epoch, purpose) stream: deterministic across runs
+    (Python hashes tuples of ints without salt)."""
+    return hash(tuple(int(p) for p in parts)) & (2**63 - 1)
 
 
 class SinusoidDataModule(L.LightningDataModule):
@@ -113,6 +129,7 @@ class SinusoidDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}  # standardised, on the device
         self.raw: dict[str, tuple[Tensor, Tensor]] = {}  # original units, on the CPU
         self.standardizer: Standardizer | None = None
+        self.rank = 0
 
     def prepare_splits(self) -> None:
         """Draw and split the data (idempotent); called by ``setup`` or directly for evaluation."""
@@ -138,10 +155,17 @@ class SinusoidDataModule(L.LightningDataModule):
         if self.trainer is not None:
             device = self.trainer.strategy.root_device
             rank, world = self.trainer.global_rank, self.trainer.world_size
+        self.rank = rank
         for name, (inputs, targets) in self.raw.items():
             x, y = self.standardize(inputs, targets)
             if name != "test":  # each rank its own shard; evaluation always sees the whole test set
-                x, y = x[rank::world], y[rank::world]
+                # equal shards (the remainder is dropped, as DistributedSampler(drop_last) does):
+                # ranks with different step counts would deadlock in the gradient all-reduce
+                usable = len(x) // world * world
+                if usable == 0:
+                    raise ConfigError(f"data.{name}_fraction", getattr(self.hparams, f"{name}_fraction"),
+                                      f"enough {name} points for {world} ranks (got {len(x)})")
+                x, y = x[rank:usable:world], y[rank:usable:world]
             self.splits[name] = (x.to(device), y.to(device))
 
     def standardize(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,9 +174,11 @@ class SinusoidDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         hp = self.hparams
+        trainer = self.trainer
         return TensorBatches(*self.splits["train"], batch_size=hp.batch_size,
                              repeats=hp.passes_per_epoch, shuffle=True, seed=int(hp.seed),
-                             input_noise=hp.input_noise, target_noise=hp.target_noise)
+                             rank=self.rank, input_noise=hp.input_noise, target_noise=hp.target_noise,
+                             epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None)
 
     def val_dataloader(self) -> TensorBatches | list:
         return TensorBatches(*self.splits["val"]) if len(self.splits["val"][0]) else []

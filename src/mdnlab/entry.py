@@ -40,7 +40,10 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
     try:
         return task(cfg)
-    except (ConfigError, NonFiniteLossError) as error:
+    except Exception as raised:  # noqa: BLE001 - narrowed just below
+        error = raised if isinstance(raised, (ConfigError, NonFiniteLossError)) else _from_rank(raised)
+        if error is None:
+            raise
         line = f"error: {error}"
         if _is_multirun():
             (output_dir() / "error.txt").write_text(line + "\n")
@@ -49,6 +52,21 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             _remove_if_only_hydra_files(output_dir())
         print(line, file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)
+
+
+def _from_rank(error: Exception) -> Exception | None:
+    """A NonFiniteLossError raised in a spawned DDP rank reaches us as the rank's traceback text
+    inside another exception; recover its one line."""
+    from mdnlab.models import NonFiniteLossError
+
+    marker = "NonFiniteLossError: "
+    lines = [ln for ln in str(error).splitlines() if marker in ln]
+    return NonFiniteLossError(lines[-1].split(marker, 1)[1]) if lines else None
+
+
+def _quoted(value: Path) -> str:
+    """A path as a quoted Hydra override value, whatever characters it holds."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -74,7 +92,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
                 sys.exit(2)
             original = [o for o in OmegaConf.load(recorded)
                         if o.partition("=")[0].lstrip("+~") not in ("ckpt_path", "resume")]
-            args[i:i + 1] = [*original, f"ckpt_path={last}"]
+            args[i:i + 1] = [*original, f"ckpt_path={_quoted(last)}"]
             extra = _continue_in(run_dir)
             break
         if key == "ckpt_path" and value:
@@ -87,7 +105,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
 def _continue_in(run_dir: Path) -> list[str]:
     from datetime import datetime
 
-    return [f"hydra.run.dir={run_dir}",
+    return [f"hydra.run.dir={_quoted(run_dir)}",
             f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"]
 
 

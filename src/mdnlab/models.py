@@ -9,6 +9,7 @@ one-component Gaussian whose σ is its train-split residual RMS).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Iterator, Mapping
 
 import lightning as L
@@ -17,6 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mdnlab import mixture
+
+# training_step(dataloader_iter) is deliberate (see _Regressor.training_step); set here, not only
+# in the entry points, so that spawned DDP ranks, which import this module afresh, stay quiet too
+warnings.filterwarnings("ignore", message=r".*dataloader_iter.*")
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
@@ -31,6 +36,11 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e
 
 def _plain(config: Mapping | None) -> dict[str, Any] | None:
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+
+
+def _fitting(trainer) -> bool:
+    """Validation inside Trainer.fit (not the sanity check, not trainer.validate)."""
+    return trainer.state.fn == "fit" and not trainer.sanity_checking
 
 
 def _class_path(obj: object) -> str:
@@ -87,6 +97,7 @@ class _Regressor(L.LightningModule):
         self.automatic_optimization = False  # see training_step
         self._train_sum: Tensor | None = None
         self._train_steps = 0
+        self._validated_epoch = -1
 
     # ---- units --------------------------------------------------------------------------
 
@@ -134,8 +145,11 @@ class _Regressor(L.LightningModule):
         """
         optimizer = self.optimizers()
         backward, step = self._step_functions(optimizer)
+        max_steps = self.trainer.max_steps
         losses = []
         for batch, _, _ in dataloader_iter:
+            if 0 <= max_steps <= self.global_step:  # trainer.max_steps may end an epoch early
+                break
             loss = self.training_loss(*batch)
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
@@ -192,14 +206,21 @@ class _Regressor(L.LightningModule):
             mean_loss = self.to_original_units(self._train_sum / self._train_steps)
             self.log(f"train/{self.metric}", mean_loss, on_epoch=True, sync_dist=True, batch_size=1)
         self._train_sum, self._train_steps = None, 0
+        # Schedulers step once per epoch; a plateau scheduler only after a validation, with the
+        # value that validation produced (never a stale one from an earlier epoch).
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                monitored = self.trainer.callback_metrics.get(f"val/{self.metric}")
-                if monitored is not None:
-                    scheduler.step(monitored)
-            else:
-                scheduler.step()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitored = self.trainer.callback_metrics.get(f"val/{self.metric}")
+            if self._validated_epoch == self.current_epoch and monitored is not None:
+                scheduler.step(monitored)
+        else:
+            scheduler.step()
+
+    def on_validation_epoch_end(self) -> None:
+        if _fitting(self.trainer):
+            self._validated_epoch = self.current_epoch
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         value = self.to_original_units(self.loss(*batch))
@@ -240,13 +261,15 @@ class MSERegression(_Regressor):
     def to_original_units(self, value: Tensor) -> Tensor:
         return value * self.target_std.square().squeeze()
 
-    def on_fit_end(self) -> None:
+    def on_validation_epoch_start(self) -> None:
+        # Refreshed before every validation, so each checkpoint (saved at validation end)
+        # carries the σ that goes with its weights. Averaged over DDP ranks' shards.
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and "train" in datamodule.splits:
-            with torch.no_grad():
-                x, y = datamodule.splits["train"]
-                mse = self.loss(x.to(self.device), y.to(self.device))
-            self.residual_std.copy_(mse.sqrt() * self.target_std)
+        if not _fitting(self.trainer) or datamodule is None or "train" not in datamodule.splits:
+            return
+        with torch.no_grad():
+            mse = self.trainer.strategy.reduce(self.loss(*datamodule.splits["train"]), reduce_op="mean")
+        self.residual_std.copy_(mse.sqrt() * self.target_std)
 
     @torch.no_grad()
     def predictive_mixture(self, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
