@@ -1,7 +1,9 @@
 # Set-up is part of every target: the venv is (re)built when missing or when pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU wheel installs in seconds here. On a cluster keep your CUDA torch:
+# torch==2.13.0 is the build this machine has on disk (a CPU wheel: installs in seconds); from
+# PyPI on another Linux machine the same pin is a CUDA build. To reuse a torch you already have
+# (a cluster's CUDA build), make the venv on top of it, on a fresh clone or after `make clean`:
 #   make train TORCH_SPEC= VENV_FLAGS=--system-site-packages
 TORCH_SPEC ?= torch==2.13.0
 VENV_FLAGS ?=
@@ -24,8 +26,10 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# TB_FLAGS="--bind_all" to serve on every interface (e.g. from a cluster node)
+TB_FLAGS ?= --host localhost
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir logs --bind_all
+	$(BIN)/tensorboard --logdir $${MDNLAB_LOG_DIR:-logs} $(TB_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
@@ -43,6 +47,9 @@ SWEEP ?= model.n_gaussians=1,2,3,5,8 model.hidden_size=10,20,50
 LAUNCHER ?= parallel
 .PHONY: sweep
 sweep: $(STAMP)
-	@$(BIN)/mdn-train -m hydra/launcher=$(LAUNCHER) $(SWEEP) figures=false \
+	@touch $(VENV)/.sweep-start; \
+	$(BIN)/mdn-train -m hydra/launcher=$(LAUNCHER) $(SWEEP) figures=false \
 		callbacks.rich_progress_bar=null trainer.enable_progress_bar=false $(ARGS); status=$$?; \
-	$(BIN)/mdn-report "$$(ls -dt $${MDNLAB_LOG_DIR:-logs}/train/multiruns/*/ | head -1)"; exit $$status
+	latest="$$(ls -dt $${MDNLAB_LOG_DIR:-logs}/train/multiruns/*/ 2>/dev/null | head -1)"; \
+	if [ -n "$$latest" ] && [ "$$latest" -nt $(VENV)/.sweep-start ]; then $(BIN)/mdn-report "$$latest"; \
+	else echo "make sweep: the sweep made no directory; nothing to report" >&2; fi; exit $$status

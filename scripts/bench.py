@@ -154,7 +154,7 @@ def main() -> None:
 
     quiet_lightning()
     results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,
-                     "passes_per_epoch": args.passes or "the experiment's",
+                     "passes_per_epoch": args.passes or "experiment default",
                      "repeats": args.repeats, "workloads": {}}
     for name, experiment in WORKLOADS.items():
         hand, project = [], []
@@ -180,8 +180,8 @@ def main() -> None:
 
 def report(results: dict) -> str:
     lines = [f"machine: {results['machine']}; torch threads: {results['threads']}; "
-             f"N = {results['steps']} full-batch steps ({results['passes_per_epoch']} per epoch), "
-             f"median of {results['repeats']}",
+             f"N = {results['steps']} full-batch steps (data.passes_per_epoch: "
+             f"{results['passes_per_epoch']}), median of {results['repeats']} A/B pairs",
              "",
              "| workload | hand loop µs/step | mdnlab µs/step | ratio | final loss hand / mdnlab | fit setup s |",
              "|---|---|---|---|---|---|"]

@@ -32,7 +32,8 @@ def job_row(job_dir: Path) -> dict:
     if (job_dir / "metrics.json").is_file():
         metrics = json.loads((job_dir / "metrics.json").read_text())["metrics"]
         run = json.loads((job_dir / "run.json").read_text()) if (job_dir / "run.json").is_file() else {}
-        row.update(status="completed", epochs=metrics.get("train/epochs"),
+        epochs = metrics.get("train/epochs")
+        row.update(status="completed", epochs=int(epochs) if epochs is not None else None,
                    wall_s=run.get("fit_seconds"),
                    **{k: metrics.get(k) for k in ("val/best_nll", "test/nll", "test/excess_nll")})
     elif (job_dir / "error.txt").is_file():
