@@ -89,3 +89,22 @@ def test_run_ids_are_unique_within_one_second():
 
     ids = {_run_id() for _ in range(200)}
     assert len(ids) == 200
+
+
+def test_long_override_lists_still_make_valid_job_directories():
+    from mdnlab.config import _job_dir
+
+    overrides = "__".join(f"data.input_noise-0.0{i}91720759412888" for i in range(30))
+    name = _job_dir(7, overrides)
+    assert len(name) <= 160 and name.startswith("7_data.input_noise")
+    assert name != _job_dir(7, overrides + "x")  # cut names stay distinct
+    assert _job_dir(3, "model.n_gaussians-5") == "3_model.n_gaussians-5"
+
+
+def test_optuna_search_minimises_validation_nll(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
+    run_cli(["mdn-train", "-m", "hparams_search=mdn_optuna", "hydra.sweeper.n_trials=2", *QUICK],
+            tmp_path)
+    sweep = sweep_dir(tmp_path)
+    assert len(job_dirs(sweep)) == 2
+    assert "best_value" in (sweep / "optimization_results.yaml").read_text()

@@ -28,6 +28,18 @@ def _parallel_jobs(threads: int | None) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(threads or 1)))
 
 
+def _job_dir(number: Any, overrides: Any, limit: int = 160) -> str:
+    """A sweep job's directory name: its number and overrides, cut to ``limit`` characters
+    (file systems refuse names over 255) with a hash of the full overrides when cut."""
+    import hashlib
+
+    name = f"{number}_{overrides}" if overrides else str(number)
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(str(overrides).encode()).hexdigest()[:8]
+    return f"{name[:limit - 9]}~{digest}"
+
+
 def _gpus_per_node(accelerator: str, devices: Any) -> int:
     return int(devices) if accelerator in ("gpu", "cuda") and isinstance(devices, int) else 0
 
@@ -35,6 +47,7 @@ def _gpus_per_node(accelerator: str, devices: Any) -> int:
 def register_resolvers() -> None:
     for name, function, cache in (("run_id", _run_id, True),
                                   ("mdn_parallel_jobs", _parallel_jobs, False),
+                                  ("mdn_job_dir", _job_dir, False),
                                   ("mdn_gpus_per_node", _gpus_per_node, False)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function, use_cache=cache)
