@@ -1,6 +1,5 @@
 """SinusoidDataModule: determinism, splits, standardisation, directions, shards, batches."""
 
-import pytest
 import torch
 
 from mdnlab.data import SinusoidDataModule, TensorBatches

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
 
 from conftest import BIN, FAST, REPO, compose_train, run_cli
 from mdnlab.config import ConfigError, validate

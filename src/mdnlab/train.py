@@ -4,7 +4,6 @@ metrics.json)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -17,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from mdnlab.config import CONFIG_DIR, validate
 from mdnlab.entry import quiet_lightning, resume_arguments, run_entry_point
 
-log = logging.getLogger("mdnlab")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
