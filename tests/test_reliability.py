@@ -75,6 +75,9 @@ def test_bad_input_on_the_command_line_is_one_line_exit_2_and_writes_nothing(tmp
     runs = tmp_path / "train" / "runs"
     assert not runs.exists() or not any(runs.iterdir())
     assert (tmp_path / "keep.txt").read_text() == "already here"
+    missing = run_cli(["mdn-eval"], tmp_path, check=False)  # a required key left out
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: ckpt_path=")
+    assert len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_unknown_config_option_gets_hydras_clear_message(tmp_path):

@@ -21,6 +21,10 @@ def test_short_training_run_writes_the_run_directory(tmp_path, experiment):
     assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert list(run.glob("events.out.tfevents.*"))
     assert metrics["train/steps"] == 60
+    import torch
+
+    # last.ckpt is the state training ended in, whether or not the last validation improved
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 60
     if experiment == "mdn_inverted":
         assert 1.3 < metrics["test/nll"] < 3.5          # learning, in original units
         assert metrics["test/oracle_nll"] == pytest.approx(1.33, abs=0.06)

@@ -36,22 +36,28 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     the line is written to the job's ``error.txt`` and the error raised, so Hydra marks this
     job failed and the other jobs go on.
     """
+    from omegaconf.errors import MissingMandatoryValue
+
     from mdnlab.models import NonFiniteLossError
 
     try:
         return task(cfg)
+    except MissingMandatoryValue as raised:  # a `???` in the config that the command left out
+        key = raised.full_key or "a required key"
+        error: Exception = ConfigError(key, "???", f"a value: pass {key}=... on the command line")
     except Exception as raised:  # noqa: BLE001 - narrowed just below
-        error = raised if isinstance(raised, (ConfigError, NonFiniteLossError)) else _from_rank(raised)
-        if error is None:
+        known = raised if isinstance(raised, (ConfigError, NonFiniteLossError)) else _from_rank(raised)
+        if known is None:
             raise
-        line = f"error: {error}"
-        if _is_multirun():
-            (output_dir() / "error.txt").write_text(line + "\n")
-            raise
-        if isinstance(error, ConfigError):
-            _remove_if_only_hydra_files(output_dir())
-        print(line, file=sys.stderr)
-        sys.exit(2 if isinstance(error, ConfigError) else 1)
+        error = known
+    line = f"error: {error}"
+    if _is_multirun():
+        (output_dir() / "error.txt").write_text(line + "\n")
+        raise error
+    if isinstance(error, ConfigError):
+        _remove_if_only_hydra_files(output_dir())
+    print(line, file=sys.stderr)
+    sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 
 def _from_rank(error: Exception) -> Exception | None:
