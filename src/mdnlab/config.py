@@ -94,7 +94,7 @@ def _choice(cfg: DictConfig, key: str, choices) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that cannot work; touches no files but ckpt_path."""
-    from mdnlab.models import ACTIVATIONS, SIGMA_TRANSFORMS
+    from mdnlab.models import ACTIVATIONS, COVARIANCES, SIGMA_TRANSFORMS
 
     _integer(cfg, "seed", 0)
     if _get(cfg, "test_checkpoint") is not None:
@@ -106,6 +106,8 @@ def validate(cfg: DictConfig) -> None:
         _integer(cfg, "model.n_gaussians", 1)
         _integer(cfg, "model.n_members", 1)
         _choice(cfg, "model.sigma_transform", SIGMA_TRANSFORMS)
+        if _get(cfg, "model.covariance") is not None:
+            _choice(cfg, "model.covariance", COVARIANCES)
         _number(cfg, "model.min_sigma", "a finite number ≥ 0", lambda v: v >= 0)
     _integer(cfg, "model.hidden_size", 1)
     _integer(cfg, "model.n_hidden_layers", 1)
@@ -119,26 +121,40 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_data(cfg: DictConfig) -> None:
-    _choice(cfg, "data.direction", DIRECTIONS)
-    _number(cfg, "data.noise_std", "a finite number ≥ 0", lambda v: v >= 0)
-    low = _number(cfg, "data.x_low", "a finite number", lambda v: True)
-    _number(cfg, "data.x_high", f"a finite number > data.x_low={low}", lambda v: v > low)
-    n = _integer(cfg, "data.n_samples", 2)
+    target = str(_get(cfg, "data._target_", ""))
     train = _number(cfg, "data.train_fraction", "a number in (0, 1)", lambda v: 0 < v < 1)
     val = _number(cfg, "data.val_fraction", "a number in (0, 1)", lambda v: 0 < v < 1)
     if train + val > 1 + 1e-9:
         raise ConfigError("data.val_fraction", val,
                           f"data.train_fraction + data.val_fraction ≤ 1 (train_fraction={train})")
-    n_test = _integer(cfg, "data.n_test", 1, optional=True)
-    n_train, n_val = round(train * n), round(val * n)
-    if n_train < 2 or n_val < 1 or (n_test is None and n - n_train - n_val < 1):
-        raise ConfigError("data.n_samples", n, "enough points for ≥ 2 train, ≥ 1 val and ≥ 1 test "
-                          f"(got {n_train}/{n_val}/{n - n_train - n_val}); raise it or set data.n_test")
     for key in ("data.input_noise", "data.target_noise"):
         if _get(cfg, key) is not None:
             _number(cfg, key, "a finite number ≥ 0", lambda v: v >= 0)
     _integer(cfg, "data.batch_size", 1, optional=True)
     _integer(cfg, "data.passes_per_epoch", 1)
+    if target.endswith("TableDataModule"):
+        from mdnlab.table import load
+
+        load(_get(cfg, "data.path"), _get(cfg, "data.inputs"), _get(cfg, "data.targets"), train, val)
+        return
+    if target.endswith("RobotArmDataModule"):
+        for key in ("data.link1", "data.link2"):
+            _number(cfg, key, "a finite number > 0", lambda v: v > 0)
+        for joint in ("theta1", "theta2"):
+            low = _number(cfg, f"data.{joint}_low", "a finite number (radians)", lambda v: True)
+            _number(cfg, f"data.{joint}_high", f"a finite number > data.{joint}_low={low}",
+                    lambda v: v > low)
+    else:
+        _choice(cfg, "data.direction", DIRECTIONS)
+        low = _number(cfg, "data.x_low", "a finite number", lambda v: True)
+        _number(cfg, "data.x_high", f"a finite number > data.x_low={low}", lambda v: v > low)
+    _number(cfg, "data.noise_std", "a finite number ≥ 0", lambda v: v >= 0)
+    n = _integer(cfg, "data.n_samples", 2)
+    n_test = _integer(cfg, "data.n_test", 1, optional=True)
+    n_train, n_val = round(train * n), round(val * n)
+    if n_train < 2 or n_val < 1 or (n_test is None and n - n_train - n_val < 1):
+        raise ConfigError("data.n_samples", n, "enough points for ≥ 2 train, ≥ 1 val and ≥ 1 test "
+                          f"(got {n_train}/{n_val}/{n - n_train - n_val}); raise it or set data.n_test")
 
 
 def _validate_accelerator(cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mdnlab.config import ConfigError
-from mdnlab.problems import Sinusoid
+from mdnlab.problems import RobotArm, Sinusoid
 
 
 @dataclass
@@ -105,48 +105,45 @@ def _stream(*parts: int) -> int:
     return hash(tuple(int(p) for p in parts)) & (2**63 - 1)
 
 
-class SinusoidDataModule(L.LightningDataModule):
-    """The seed's sinusoid, ``forward`` (x → y) or ``inverted`` (y → x).
+class ArrayDataModule(L.LightningDataModule):
+    """What every data module shares: raw splits in original units (``raw``, on the CPU), the
+    train split's standardisation, standardised splits on the training device (``splits``),
+    equal DDP shards and in-memory batches. A subclass says where the points come from by
+    implementing ``draw()``, and names its columns in ``input_names``/``target_names``.
 
-    ``n_samples`` points are split into train/val/test by ``train_fraction``/``val_fraction``
-    (the rest is test). ``n_test``, when set, draws a fresh test set of that size from the same
-    generator after the pool, instead of carving the test split out of ``n_samples``: a large
-    fresh draw gives low-noise held-out numbers without taking from the training budget.
-    Inputs and targets are standardised with the train split's statistics (``standardize=False``
-    trains on raw values, as the seed does); under DDP each rank trains and validates on its own
-    shard.
+    Under DDP each rank trains and validates on its own shard of train and val; the test split
+    is evaluated whole, on rank 0.
     """
 
-    def __init__(self, direction: str = "inverted", n_samples: int = 1000, noise_std: float = 1.0,
-                 x_low: float = -10.0, x_high: float = 10.0, seed: int = 0,
-                 train_fraction: float = 0.8, val_fraction: float = 0.1, n_test: int | None = None,
-                 batch_size: int | None = None, passes_per_epoch: int = 1,
-                 standardize: bool = True, input_noise: float = 0.0,
-                 target_noise: float = 0.0) -> None:
+    input_names: tuple[str, ...] = ("input",)
+    target_names: tuple[str, ...] = ("target",)
+    problem = None  # an object with the problem's oracle, where one is known
+
+    def __init__(self) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.problem = Sinusoid(direction=direction, noise_std=noise_std, x_low=x_low, x_high=x_high)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}  # standardised, on the device
         self.raw: dict[str, tuple[Tensor, Tensor]] = {}  # original units, on the CPU
         self.standardizer: Standardizer | None = None
         self.rank = 0
 
+    @property
+    def input_dim(self) -> int:
+        return len(self.input_names)
+
+    @property
+    def target_dim(self) -> int:
+        return len(self.target_names)
+
+    def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The raw train/val/test splits, (inputs (n, input_dim), targets (n, target_dim))."""
+        raise NotImplementedError
+
     def prepare_splits(self) -> None:
         """Draw and split the data (idempotent); called by ``setup`` or directly for evaluation."""
         if self.raw:
             return
-        hp = self.hparams
-        generator = torch.Generator().manual_seed(int(hp.seed))
-        inputs, targets = self.problem.sample(hp.n_samples, generator)
-        n_train = int(round(hp.train_fraction * hp.n_samples))
-        n_val = int(round(hp.val_fraction * hp.n_samples))
-        self.raw["train"] = (inputs[:n_train], targets[:n_train])
-        self.raw["val"] = (inputs[n_train:n_train + n_val], targets[n_train:n_train + n_val])
-        if hp.n_test:
-            self.raw["test"] = self.problem.sample(hp.n_test, generator)
-        else:
-            self.raw["test"] = (inputs[n_train + n_val:], targets[n_train + n_val:])
-        fit = Standardizer.fit if hp.standardize else Standardizer.identity
+        self.raw.update(self.draw())
+        fit = Standardizer.fit if self.hparams.standardize else Standardizer.identity
         self.standardizer = fit(*self.raw["train"])
 
     def setup(self, stage: str | None = None) -> None:
@@ -189,6 +186,96 @@ class SinusoidDataModule(L.LightningDataModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # The splits already live on the device: skip Lightning's generic recursive move.
         return batch
+
+
+class _ProblemDataModule(ArrayDataModule):
+    """Points drawn from ``self.problem``: ``n_samples`` split into train/val/test by
+    ``train_fraction``/``val_fraction`` (the rest is test), or, with ``n_test`` set, a fresh
+    test draw of that size from the same generator after the pool: low-noise held-out numbers
+    without taking from the training budget."""
+
+    def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
+        hp = self.hparams
+        generator = torch.Generator().manual_seed(int(hp.seed))
+        inputs, targets = self.problem.sample(hp.n_samples, generator)
+        n_train = int(round(hp.train_fraction * hp.n_samples))
+        n_val = int(round(hp.val_fraction * hp.n_samples))
+        raw = {"train": (inputs[:n_train], targets[:n_train]),
+               "val": (inputs[n_train:n_train + n_val], targets[n_train:n_train + n_val])}
+        if hp.n_test:
+            raw["test"] = self.problem.sample(hp.n_test, generator)
+        else:
+            raw["test"] = (inputs[n_train + n_val:], targets[n_train + n_val:])
+        return raw
+
+
+class SinusoidDataModule(_ProblemDataModule):
+    """The seed's sinusoid, ``forward`` (x → y) or ``inverted`` (y → x); see ``Sinusoid``.
+    Inputs and targets are standardised with the train split's statistics (``standardize=False``
+    trains on raw values, as the seed does)."""
+
+    def __init__(self, direction: str = "inverted", n_samples: int = 1000, noise_std: float = 1.0,
+                 x_low: float = -10.0, x_high: float = 10.0, seed: int = 0,
+                 train_fraction: float = 0.8, val_fraction: float = 0.1, n_test: int | None = None,
+                 batch_size: int | None = None, passes_per_epoch: int = 1,
+                 standardize: bool = True, input_noise: float = 0.0,
+                 target_noise: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.problem = Sinusoid(direction=direction, noise_std=noise_std, x_low=x_low, x_high=x_high)
+        self.input_names, self.target_names = (("x",), ("y",)) if direction == "forward" else (("y",), ("x",))
+
+
+class RobotArmDataModule(_ProblemDataModule):
+    """Bishop's (1994) two-link arm, inverted: end-effector position (x1, x2) → joint angles
+    (θ1, θ2); see ``RobotArm``."""
+
+    input_names = ("x1", "x2")
+    target_names = ("theta1", "theta2")
+
+    def __init__(self, n_samples: int = 1000, n_test: int | None = 1000, seed: int = 0,
+                 link1: float = 0.8, link2: float = 0.2, theta1_low: float = 0.3,
+                 theta1_high: float = 1.2, theta2_low: float = math.pi / 2,
+                 theta2_high: float = 3 * math.pi / 2, noise_std: float = 0.0,
+                 train_fraction: float = 0.9, val_fraction: float = 0.1,
+                 batch_size: int | None = None, passes_per_epoch: int = 1, standardize: bool = True,
+                 input_noise: float = 0.0, target_noise: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.problem = RobotArm(link1=link1, link2=link2, theta1_low=theta1_low,
+                                theta1_high=theta1_high, theta2_low=theta2_low,
+                                theta2_high=theta2_high, noise_std=noise_std)
+
+
+class TableDataModule(ArrayDataModule):
+    """Your own data: named input and target columns of a CSV file (header row, comma
+    separated) or an NPZ file (one 1-D array per name). Rows are shuffled with ``seed`` and
+    split into train/val/test by ``train_fraction``/``val_fraction`` (the rest is test).
+    ``mdnlab.table.load`` checks the file and says in one line what is wrong with it."""
+
+    def __init__(self, path: str, inputs: list[str], targets: list[str], seed: int = 0,
+                 train_fraction: float = 0.8, val_fraction: float = 0.1,
+                 batch_size: int | None = None, passes_per_epoch: int = 1, standardize: bool = True,
+                 input_noise: float = 0.0, target_noise: float = 0.0) -> None:
+        super().__init__()
+        # plain str/list, read by save_hyperparameters: a checkpoint must load with weights_only
+        path, inputs, targets = str(path), [str(c) for c in inputs], [str(c) for c in targets]
+        self.save_hyperparameters(logger=False)
+        self.input_names, self.target_names = tuple(inputs), tuple(targets)
+
+    def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
+        from mdnlab.table import load, split_sizes
+
+        hp = self.hparams
+        inputs, targets = load(hp.path, self.input_names, self.target_names,
+                               hp.train_fraction, hp.val_fraction)
+        n_train, n_val, _ = split_sizes(len(inputs), hp.train_fraction, hp.val_fraction)
+        order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(int(hp.seed)))
+        inputs, targets = inputs[order], targets[order]
+        cut = (n_train, n_train + n_val)
+        return {"train": (inputs[:cut[0]], targets[:cut[0]]),
+                "val": (inputs[cut[0]:cut[1]], targets[cut[0]:cut[1]]),
+                "test": (inputs[cut[1]:], targets[cut[1]:])}
 
 
 def _safe_std(t: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mdnlab import mixture
+from mdnlab import mixture, mvmixture
 
 NLL_MISS_THRESHOLD = 6.0  # nats; a held-out point above this is (nearly always) a missed mode
 
@@ -50,6 +50,53 @@ def mixture_metrics(logits: Tensor, mu: Tensor, sigma: Tensor, targets: Tensor) 
     }
 
 
+def multivariate_metrics(logits: Tensor, mu: Tensor, scale: Tensor, targets: Tensor,
+                         seed: int = 0) -> dict[str, float]:
+    """Scores of a mixture over D-dimensional targets (N, D). Point errors are averaged over
+    the D targets; CRPS, PIT and coverage are those of each one-dimensional marginal, averaged
+    over targets (``_<name>`` suffixes give each); the energy score is the multivariate CRPS
+    (Monte Carlo, 200 draws from a fixed seed, so a run's numbers repeat)."""
+    t = targets.to(torch.float64)
+    log_p = mvmixture.log_prob(logits, mu, scale, t)
+    mean = mvmixture.mean(logits, mu)
+    mode = mvmixture.most_probable_mode(logits, mu, scale)
+    top_mu = mvmixture.most_probable_component_mean(logits, mu)
+    generator = torch.Generator().manual_seed(seed)
+    out = {
+        "nll": -log_p.mean().item(),
+        "energy_score": mvmixture.energy_score(logits, mu, scale, t, generator=generator).mean().item(),
+        "mse": (mean - t).square().mean().item(),
+        "mae": (mean - t).abs().mean().item(),
+        "mse_mode": (mode - t).square().mean().item(),
+        "mae_mode": (mode - t).abs().mean().item(),
+        "mae_top_component": (top_mu - t).abs().mean().item(),
+        "effective_components": mixture.effective_components(logits).item(),
+    }
+    per_dim = []
+    for d in range(t.shape[-1]):
+        m, sd = mvmixture.marginal(mu, scale, d)
+        pit = mixture.cdf(logits, m, sd, t[:, d])
+        per_dim.append({
+            "crps": mixture.crps(logits, m, sd, t[:, d]).mean().item(),
+            "pit_ks": pit_ks_statistic(pit),
+            "coverage_50": ((pit >= 0.25) & (pit <= 0.75)).double().mean().item(),
+            "coverage_90": ((pit >= 0.05) & (pit <= 0.95)).double().mean().item(),
+            "min_sigma": sd.min().item(),
+        })
+    for name in per_dim[0]:
+        values = [row[name] for row in per_dim]
+        out[name] = min(values) if name == "min_sigma" else sum(values) / len(values)
+        out.update({f"{name}_{d}": v for d, v in enumerate(values)})
+    return out
+
+
+def point_predictions(logits: Tensor, mu: Tensor, scale: Tensor) -> dict[str, Tensor]:
+    """The mixture's point predictions, by name: mean, most probable mode, top component's μ."""
+    module = mvmixture if mu.dim() == logits.dim() + 1 else mixture
+    return {"mean": module.mean(logits, mu), "mode": module.most_probable_mode(logits, mu, scale),
+            "top_component": module.most_probable_component_mean(logits, mu)}
+
+
 def pit_ks_statistic(pit: Tensor) -> float:
     """Kolmogorov–Smirnov distance between the PIT values and U(0, 1): 0 for perfect calibration."""
     u, _ = pit.reshape(-1).sort()
@@ -71,10 +118,18 @@ def evaluate(model, datamodule, split: str = "test") -> dict[str, float]:
     """All metrics of ``model`` on ``split``, named ``<split>/<metric>``."""
     datamodule.prepare_splits()
     inputs, targets = datamodule.raw[split]
-    metrics = mixture_metrics(*predict(model, inputs), targets)
+    params = predict(model, inputs)
+    if params[1].dim() == params[0].dim() + 1:  # μ (N, K, D): several targets
+        metrics = multivariate_metrics(*params, targets)
+    else:
+        metrics = mixture_metrics(*params, targets)
     problem = getattr(datamodule, "problem", None)
     if problem is not None and hasattr(problem, "log_density") and problem.noise_std > 0:
         metrics.update(oracle_metrics(problem, inputs, targets, metrics["nll"]))
+    if problem is not None and hasattr(problem, "endpoint_errors"):
+        for name, prediction in point_predictions(*params).items():
+            errors = problem.endpoint_errors(inputs, prediction)
+            metrics[f"endpoint_rmse_{name}"] = errors.square().mean().sqrt().item()
     metrics["n_points"] = float(len(targets))
     return {f"{split}/{name}": value for name, value in metrics.items()}
 

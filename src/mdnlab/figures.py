@@ -32,8 +32,11 @@ def component_colours(k: int) -> list:
 
 
 def draw_all(model, datamodule, seed: int = 0) -> dict[str, Figure]:
-    """All seven figures for a fitted model and the data it was trained on."""
+    """All seven figures for a fitted model and the data it was trained on (one input, one
+    target); ``draw_multivariate`` for anything wider."""
     datamodule.prepare_splits()
+    if datamodule.input_dim > 1 or datamodule.target_dim > 1:
+        return draw_multivariate(model, datamodule, seed)
     labels = _labels(datamodule)
     train_x, train_t = (t.reshape(-1) for t in datamodule.raw["train"])
     grid = _span(train_x, GRID_POINTS)
@@ -79,11 +82,24 @@ def data_figure(x: Tensor, t: Tensor, labels: tuple[str, str]) -> Figure:
 
 
 def mse_fit_figure(datamodule, seed: int) -> Figure:
-    """Least squares on both directions of the same draw: fine on y(x), useless on x(y)."""
+    """Least squares on both directions of the same draw: fine on y(x), useless on x(y). For
+    data without a known problem, least squares on the data as they are."""
     from mdnlab.problems import Sinusoid
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     problem = datamodule.problem
+    if not isinstance(problem, Sinusoid):
+        x, t = datamodule.raw["train"]
+        labels = _labels(datamodule)
+        grid = _span(x.reshape(-1), GRID_POINTS)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        _scatter(ax, x.reshape(-1), t.reshape(-1), alpha=0.3)
+        ax.plot(grid, fit_least_squares(x, t, grid.reshape(-1, 1).float(), seed), color="tab:red",
+                lw=2, label="MLP fitted by MSE")
+        ax.set(title=f"{labels[1]} against {labels[0]} by least squares", xlabel=labels[0],
+               ylabel=labels[1])
+        ax.legend(loc="upper left", fontsize=8)
+        return fig
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     pool_in, pool_t = datamodule.raw["train"]
     if problem.direction == "inverted":
         pool_in, pool_t = pool_t, pool_in  # back to (x, y)
@@ -201,8 +217,7 @@ def fit_least_squares(inputs: Tensor, targets: Tensor, grid: Tensor, seed: int,
 
 
 def _labels(datamodule) -> tuple[str, str]:
-    direction = getattr(datamodule.problem, "direction", "forward")
-    return ("input y", "target x") if direction == "inverted" else ("input x", "target y")
+    return f"input {datamodule.input_names[0]}", f"target {datamodule.target_names[0]}"
 
 
 def _span(values: Tensor, n: int, margin: float = 0.05) -> Tensor:
@@ -218,3 +233,205 @@ def _limits(values: Tensor) -> tuple[float, float]:
 
 def _scatter(ax, x, t, alpha=0.3, colour="tab:blue", label=None) -> None:
     ax.scatter(x, t, s=6, alpha=alpha, color=colour, lw=0, label=label)
+
+
+# ---- several inputs or targets ----------------------------------------------------------------
+
+MULTIVARIATE_FIGURES = ("data", "predictions", "mixture_parameters", "samples", "density", "pit")
+SHOWN_INPUTS = 3  # test inputs whose predictive distributions the samples/density figures show
+
+
+def draw_multivariate(model, datamodule, seed: int = 0) -> dict[str, Figure]:
+    """Figures for several inputs or targets: the data, point predictions against the truth,
+    the most probable component over the inputs, samples and the density over the first two
+    targets at a few test inputs, and each target's PIT histogram. A problem with an
+    end-effector error (the robot arm) adds where the predicted angles put the hand."""
+    from mdnlab import mvmixture
+
+    test_x, test_t = datamodule.raw["test"]
+    logits, mu, scale = predict(model, test_x)
+    if mu.dim() == logits.dim():  # one target: as a (N, K, 1) mixture
+        mu, scale = mu.unsqueeze(-1), scale.unsqueeze(-1)
+    names = (datamodule.input_names, datamodule.target_names)
+    points = {"mixture mean": mvmixture.mean(logits, mu),
+              "most probable mode": mvmixture.most_probable_mode(logits, mu, scale)}
+    shown = _shown_inputs(test_x, datamodule.problem)
+    figures = {
+        "data": multivariate_data_figure(*datamodule.raw["train"], names),
+        "predictions": predictions_figure(test_t, points, names[1]),
+        "mixture_parameters": components_figure(test_x, logits, names[0]),
+        "samples": multivariate_samples_figure(test_x, test_t, (logits, mu, scale), shown, names,
+                                               datamodule.problem, seed),
+        "density": multivariate_density_figure(test_x, datamodule.raw["train"][1], (logits, mu, scale),
+                                               shown, names, datamodule.problem),
+        "pit": marginal_pit_figure(test_t, (logits, mu, scale), names[1]),
+    }
+    if hasattr(datamodule.problem, "endpoint_errors"):
+        figures["endpoint"] = endpoint_figure(test_x, points, datamodule.problem)
+    return figures
+
+
+def multivariate_data_figure(x: Tensor, t: Tensor, names) -> Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, values, labels, kind in ((axes[0], x, names[0], "inputs"), (axes[1], t, names[1], "targets")):
+        if values.shape[1] > 1:
+            _scatter(ax, values[:, 0], values[:, 1], alpha=0.4)
+            ax.set(xlabel=labels[0], ylabel=labels[1])
+        else:
+            ax.hist(values[:, 0].numpy(), bins=40, color="tab:blue", alpha=0.8)
+            ax.set(xlabel=labels[0], ylabel="count")
+        ax.set_title(f"Training {kind}")
+    return fig
+
+
+def predictions_figure(t: Tensor, points: dict[str, Tensor], target_names) -> Figure:
+    d = t.shape[1]
+    fig, axes = plt.subplots(1, d, figsize=(5 * d, 4.5), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        for (name, prediction), colour in zip(points.items(), ("tab:orange", "tab:blue")):
+            ax.scatter(t[:, j], prediction[:, j], s=5, alpha=0.4, color=colour, lw=0, label=name)
+        low, high = _limits(t[:, j])
+        ax.plot([low, high], [low, high], "k--", lw=1, label="prediction = truth")
+        ax.set(title=f"Test predictions of {target_names[j]}", xlabel=f"true {target_names[j]}",
+               ylabel=f"predicted {target_names[j]}")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def components_figure(x: Tensor, logits: Tensor, input_names) -> Figure:
+    """Which component is most probable where, and how sure it is (marker alpha = max π)."""
+    pi = torch.softmax(logits, -1)
+    top = pi.argmax(-1)
+    colours = component_colours(pi.shape[-1])
+    fig, ax = plt.subplots(figsize=(7, 6))
+    horizontal = x[:, 1] if x.shape[1] > 1 else torch.zeros(len(x))
+    for k, colour in enumerate(colours):
+        chosen = top == k
+        if chosen.any():
+            ax.scatter(x[chosen, 0], horizontal[chosen], s=8, color=colour, lw=0,
+                       alpha=0.8, label=f"component {k} (mean π {float(pi[chosen, k].mean()):.2f})")
+    ax.set(title="Most probable mixture component over the test inputs", xlabel=input_names[0],
+           ylabel=input_names[1] if x.shape[1] > 1 else "")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def multivariate_samples_figure(x, t, params, shown, names, problem, seed: int) -> Figure:
+    from mdnlab import mvmixture
+
+    logits, mu, scale = params
+    draws = mvmixture.sample(logits[shown], mu[shown], scale[shown], 300,
+                             generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.5), squeeze=False)
+    for ax, i, sample in zip(axes[0], shown.tolist(), draws):
+        two = sample.shape[-1] > 1
+        ax.scatter(sample[:, 0], sample[:, 1] if two else torch.zeros(len(sample)), s=6, alpha=0.4,
+                   color="tab:red", lw=0, label="Gumbel-max samples")
+        _mark_truth(ax, x[i], t[i], problem)
+        ax.set(title=f"Samples at input {_point(x[i])}", xlabel=names[1][0],
+               ylabel=names[1][1] if two else "")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def multivariate_density_figure(x, train_t, params, shown, names, problem) -> Figure:
+    from mdnlab import mvmixture
+
+    logits, mu, scale = params
+    if mu.shape[-1] < 2:
+        return marginal_density_figure(x, train_t, params, shown, names)
+    axes_grid = [_span(train_t[:, j], 150, margin=0.1) for j in range(2)]
+    g0, g1 = torch.meshgrid(*axes_grid, indexing="xy")
+    grid = torch.stack([g0.reshape(-1), g1.reshape(-1)], -1)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.5), squeeze=False)
+    for ax, i in zip(axes[0], shown.tolist()):
+        # the marginal over the first two targets: the same mixture on those coordinates
+        m, sub = mu[i:i + 1, :, :2], _first_two(mu[i:i + 1], scale[i:i + 1])
+        # log density, floored 12 nats below the peak: sharp (near-deterministic) modes stay visible
+        log_density = mvmixture.log_prob(logits[i:i + 1], m, sub, grid).reshape(g0.shape)
+        image = ax.imshow(log_density.clamp_min(float(log_density.max()) - 12), origin="lower",
+                          aspect="auto", cmap="viridis",
+                  extent=(float(axes_grid[0][0]), float(axes_grid[0][-1]),
+                          float(axes_grid[1][0]), float(axes_grid[1][-1])))
+        _mark_truth(ax, x[i], None, problem)
+        ax.set(title=f"log p({names[1][0]}, {names[1][1]} | {_point(x[i])})", xlabel=names[1][0],
+               ylabel=names[1][1])
+        fig.colorbar(image, ax=ax, label="log density")
+    return fig
+
+
+def marginal_density_figure(x, train_t, params, shown, names) -> Figure:
+    logits, mu, scale = params
+    grid = _span(train_t[:, 0], 300, margin=0.1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i in shown.tolist():
+        density = mixture.log_prob(logits[i:i + 1], mu[i:i + 1, :, 0], scale[i:i + 1, :, 0],
+                                   grid.reshape(-1, 1)).exp()
+        ax.plot(grid, density, label=f"input {_point(x[i])}")
+    ax.set(title="Predictive density at a few test inputs", xlabel=names[1][0], ylabel="density")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def marginal_pit_figure(t: Tensor, params, target_names) -> Figure:
+    from mdnlab import mvmixture
+
+    logits, mu, scale = params
+    d = t.shape[1]
+    fig, axes = plt.subplots(1, d, figsize=(5 * d, 4), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        m, sd = mvmixture.marginal(mu, scale, j)
+        pit = mixture.cdf(logits, m, sd, t[:, j].double())
+        ax.hist(pit.numpy(), bins=20, range=(0, 1), density=True, color="tab:blue", alpha=0.8)
+        ax.axhline(1.0, color="black", ls="--", lw=1, label="calibrated (uniform)")
+        ax.set(title=f"PIT of {target_names[j]} (test split)", xlabel="PIT value", ylabel="density")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def endpoint_figure(x: Tensor, points: dict[str, Tensor], problem) -> Figure:
+    """Where the predicted joint angles put the end effector, against where it should be."""
+    fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 5), squeeze=False)
+    for ax, (name, theta) in zip(axes[0], points.items()):
+        reached = problem.forward_kinematics(theta)
+        rmse = float(problem.endpoint_errors(x, theta).square().mean().sqrt())
+        _scatter(ax, x[:, 0], x[:, 1], alpha=0.4, colour="black", label="target position")
+        _scatter(ax, reached[:, 0], reached[:, 1], alpha=0.5, colour="tab:red",
+                 label=f"reached by the {name}")
+        ax.set(title=f"{name}: end-effector RMS error {rmse:.4f}", xlabel="x1", ylabel="x2")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def _shown_inputs(x: Tensor, problem) -> Tensor:
+    """SHOWN_INPUTS test rows spread over the first input; for the robot arm, rows that both
+    elbow configurations reach, where a model has to keep two modes."""
+    candidates = torch.arange(len(x))
+    if hasattr(problem, "inverse_kinematics"):
+        both = problem.inverse_kinematics(x)[1].all(-1)
+        candidates = candidates[both] if both.sum() >= SHOWN_INPUTS else candidates
+    order = candidates[x[candidates, 0].argsort()]
+    return order[torch.linspace(0, len(order) - 1, SHOWN_INPUTS + 2).long()[1:-1]]
+
+
+def _first_two(mu: Tensor, scale: Tensor) -> Tensor:
+    """The scale of the marginal over the first two targets (Cholesky of Σ[:2, :2])."""
+    if scale.dim() == mu.dim() + 1:
+        return torch.linalg.cholesky((scale @ scale.transpose(-1, -2))[..., :2, :2])
+    return scale[..., :2]
+
+
+def _mark_truth(ax, x: Tensor, t: Tensor | None, problem) -> None:
+    if hasattr(problem, "inverse_kinematics"):
+        solutions, inside = problem.inverse_kinematics(x.reshape(1, -1))
+        chosen = solutions[0][inside[0]]
+        ax.scatter(chosen[:, 0], chosen[:, 1], marker="o", s=120, facecolors="none", lw=1.5,
+                   edgecolors="white" if t is None else "black", label="true solutions")
+    elif t is not None:
+        ax.scatter(t[0], t[1] if len(t) > 1 else 0.0, marker="o", s=120, facecolors="none", lw=1.5,
+                   edgecolors="black", label="observed target")
+
+
+def _point(x: Tensor) -> str:
+    return "(" + ", ".join(f"{float(v):.2f}" for v in x) + ")"

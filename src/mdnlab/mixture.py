@@ -101,16 +101,23 @@ def sample(
     g_k ~ Gumbel(0, 1), then t = μ_k + σ_k ε with ε ~ N(0, 1). τ = 1 samples the mixture
     exactly; τ → 0 always picks the most probable component; τ > 1 flattens π.
     """
+    shape = (n_samples, *logits.shape)
+    k = choose_components(logits, n_samples, generator, temperature).unsqueeze(-1)
+    chosen_mu = mu.expand(shape).gather(-1, k).squeeze(-1)
+    chosen_sigma = sigma.expand(shape).gather(-1, k).squeeze(-1)
+    eps = torch.randn(chosen_mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return (chosen_mu + chosen_sigma * eps).movedim(0, -1)
+
+
+def choose_components(logits: Tensor, n_samples: int, generator: torch.Generator | None,
+                      temperature: float = 1.0) -> Tensor:
+    """Component indices (n_samples, ...) by the Gumbel-max trick: argmax_k (log π_k / τ + g_k)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     shape = (n_samples, *logits.shape)
     uniform = torch.rand(shape, generator=generator, device=logits.device, dtype=logits.dtype)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(logits.dtype).tiny)))
-    k = (torch.log_softmax(logits, -1) / temperature + gumbel).argmax(-1, keepdim=True)
-    chosen_mu = mu.expand(shape).gather(-1, k).squeeze(-1)
-    chosen_sigma = sigma.expand(shape).gather(-1, k).squeeze(-1)
-    eps = torch.randn(chosen_mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    return (chosen_mu + chosen_sigma * eps).movedim(0, -1)
+    return (torch.log_softmax(logits, -1) / temperature + gumbel).argmax(-1)
 
 
 def modes(

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mdnlab import mixture
+from mdnlab import mixture, mvmixture
 
 # training_step(dataloader_iter) is deliberate (see _Regressor.training_step); set here, not only
 # in the entry points, so that spawned DDP ranks, which import this module afresh, stay quiet too
@@ -27,6 +27,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
 }
 SIGMA_TRANSFORMS = ("exp", "softplus")
+COVARIANCES = ("diag", "full")
 
 
 # Optimiser and scheduler arrive as Hydra configs ({_target_, _partial_: true, ...}) and are
@@ -88,10 +89,10 @@ class _Regressor(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def __init__(self, input_dim: int) -> None:
+    def __init__(self, input_dim: int, target_dim: int = 1) -> None:
         super().__init__()
         for name in ("input_mean", "input_std", "target_mean", "target_std"):
-            self.register_buffer(name, torch.zeros(input_dim if "input" in name else 1))
+            self.register_buffer(name, torch.zeros(input_dim if "input" in name else target_dim))
         self.input_std.fill_(1.0)
         self.target_std.fill_(1.0)
         self.automatic_optimization = False  # see training_step
@@ -237,29 +238,36 @@ class _Regressor(L.LightningModule):
 class MSERegression(_Regressor):
     """The seed's baseline: an MLP fitted by mean squared error, ŷ = W₂ tanh(W₁ x + b₁) + b₂.
 
-    As a predictive distribution it is N(ŷ(x), s²) with s² the train-split mean squared
-    residual (``residual_std``, set when fitting ends), for a fair NLL side by side with MDNs.
+    As a predictive distribution it is N(ŷ(x), diag(s²)) with s² the train-split mean squared
+    residual per target (``residual_std``), for a fair NLL side by side with MDNs. With D > 1
+    targets the loss is the MSE in original units, averaged over targets (each standardised
+    target's squared error weighted by its variance share).
     """
 
     metric = "mse"
 
-    def __init__(self, input_dim: int = 1, hidden_size: int = 20, n_hidden_layers: int = 1,
-                 activation: str = "tanh", optimizer=None, scheduler=None) -> None:
-        super().__init__(input_dim)
+    def __init__(self, input_dim: int = 1, target_dim: int = 1, hidden_size: int = 20,
+                 n_hidden_layers: int = 1, activation: str = "tanh", optimizer=None,
+                 scheduler=None) -> None:
+        super().__init__(input_dim, target_dim)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)  # read by save_hyperparameters
         self.save_hyperparameters(logger=False)
+        self.target_dim = target_dim
         self.trunk = mlp_trunk(input_dim, hidden_size, n_hidden_layers, activation)
-        self.head = nn.Linear(hidden_size if n_hidden_layers else input_dim, 1)
-        self.register_buffer("residual_std", torch.ones(1))
+        self.head = nn.Linear(hidden_size if n_hidden_layers else input_dim, target_dim)
+        self.register_buffer("residual_std", torch.ones(target_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x))
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        return nn.functional.mse_loss(self(x), y)
+        if self.target_dim == 1:
+            return nn.functional.mse_loss(self(x), y)
+        variance = self.target_std.square()
+        return ((self(x) - y).square() * (variance / variance.mean())).mean()
 
     def to_original_units(self, value: Tensor) -> Tensor:
-        return value * self.target_std.square().squeeze()
+        return value * self.target_std.square().mean()
 
     def on_validation_epoch_start(self) -> None:
         # Refreshed before every validation, so each checkpoint (saved at validation end)
@@ -268,13 +276,19 @@ class MSERegression(_Regressor):
         if not _fitting(self.trainer) or datamodule is None or "train" not in datamodule.splits:
             return
         with torch.no_grad():
-            mse = self.trainer.strategy.reduce(self.loss(*datamodule.splits["train"]), reduce_op="mean")
+            x, y = datamodule.splits["train"]
+            mse = (self(x) - y).square().mean(0)  # per target, standardised
+            mse = self.trainer.strategy.reduce(mse, reduce_op="mean")
         self.residual_std.copy_(mse.sqrt() * self.target_std)
 
     @torch.no_grad()
     def predictive_mixture(self, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One component: (N, 1) each for one target, (N, 1), (N, 1, D), (N, 1, D) for D."""
         mu = self(self.standardize_inputs(inputs)) * self.target_std + self.target_mean
-        return torch.zeros_like(mu), mu, self.residual_std.expand_as(mu)
+        if self.target_dim == 1:
+            return torch.zeros_like(mu), mu, self.residual_std.expand_as(mu)
+        mu = mu.unsqueeze(1)
+        return mu.new_zeros(mu.shape[:2]), mu, self.residual_std.expand_as(mu)
 
 
 class MemberLinear(nn.Module):
@@ -295,16 +309,22 @@ class MemberLinear(nn.Module):
 
 
 class MixtureDensityNetwork(_Regressor):
-    """p(t|x) = Σ_k π_k(x) N(t; μ_k(x), σ_k(x)²) with π = softmax(z_π), μ = z_μ and
-    σ = exp(z_σ) (the seed's) or softplus(z_σ), plus ``min_sigma`` (standardised units),
+    """p(t|x) = Σ_k π_k(x) N(t; μ_k(x), Σ_k(x)) with π = softmax(z_π), μ = z_μ and, for one
+    target, σ = exp(z_σ) (the seed's) or softplus(z_σ), plus ``min_sigma`` (standardised units),
     where (z_π, z_σ, z_μ) come from one linear head on a shared MLP trunk. Trained by the
-    mixture NLL of ``mdnlab.mixture``.
+    mixture NLL of ``mdnlab.mixture`` (one target) or ``mdnlab.mvmixture`` (``target_dim`` D > 1).
+
+    With D > 1 targets, ``covariance`` picks the components' shape: ``diag`` (Σ_k = diag(σ_k²),
+    D σ outputs per component, Bishop 1994) or ``full`` (Σ_k = L_k L_kᵀ with a Cholesky factor
+    whose diagonal goes through the σ transform and whose D(D−1)/2 entries below it are free).
+    Parameters come out as (logits (N, K), μ (N, K), σ (N, K)) for one target and
+    (logits (N, K), μ (N, K, D), scale (N, K, D) or (N, K, D, D)) for D targets.
 
     ``n_members > 1`` makes it a deep ensemble (Lakshminarayanan et al., 2017): M such networks
     from independent initialisations, each trained on its own NLL (the training loss is their
     mean), predicting together as the equal-weight mixture of their mixtures,
 
-        p(t|x) = (1/M) Σ_m Σ_k π_mk(x) N(t; μ_mk(x), σ_mk(x)²),
+        p(t|x) = (1/M) Σ_m Σ_k π_mk(x) N(t; μ_mk(x), Σ_mk(x)),
 
     itself a Gaussian mixture of M·K components, so every metric and figure applies unchanged.
     The members run as one batched matmul per layer.
@@ -312,18 +332,23 @@ class MixtureDensityNetwork(_Regressor):
 
     metric = "nll"
 
-    def __init__(self, input_dim: int = 1, n_gaussians: int = 5, hidden_size: int = 20,
-                 n_hidden_layers: int = 1, activation: str = "tanh", sigma_transform: str = "exp",
-                 min_sigma: float = 0.0, n_members: int = 1, optimizer=None, scheduler=None) -> None:
-        super().__init__(input_dim)
+    def __init__(self, input_dim: int = 1, target_dim: int = 1, n_gaussians: int = 5,
+                 hidden_size: int = 20, n_hidden_layers: int = 1, activation: str = "tanh",
+                 sigma_transform: str = "exp", min_sigma: float = 0.0, covariance: str = "diag",
+                 n_members: int = 1, optimizer=None, scheduler=None) -> None:
+        super().__init__(input_dim, target_dim)
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)  # read by save_hyperparameters
         self.save_hyperparameters(logger=False)
         self.n_gaussians, self.min_sigma, self.n_members = n_gaussians, min_sigma, n_members
+        self.target_dim = target_dim
+        self.full_covariance = covariance == "full" and target_dim > 1
         self._sigma = torch.exp if sigma_transform == "exp" else nn.functional.softplus
+        k, d = n_gaussians, target_dim
+        # one matmul for all heads: logits K, μ K·D, σ K·D, then K·D(D−1)/2 Cholesky entries
+        self._sizes = [k, k * d, k * d] + ([k * d * (d - 1) // 2] if self.full_covariance else [])
         if n_members == 1:
             self.trunk = mlp_trunk(input_dim, hidden_size, n_hidden_layers, activation)
-            # One matmul for the three heads: same parameters as three Linear layers, one kernel.
-            self.head = nn.Linear(hidden_size, 3 * n_gaussians)
+            self.head = nn.Linear(hidden_size, sum(self._sizes))
         else:
             layers: list[nn.Module] = []
             width = input_dim
@@ -331,38 +356,59 @@ class MixtureDensityNetwork(_Regressor):
                 layers += [MemberLinear(n_members, width, hidden_size), ACTIVATIONS[activation]()]
                 width = hidden_size
             self.trunk = nn.Sequential(*layers)
-            self.head = MemberLinear(n_members, hidden_size, 3 * n_gaussians)
+            self.head = MemberLinear(n_members, hidden_size, sum(self._sizes))
 
     def member_parameters(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Each member's (logits, μ, σ): (N, K) for one member, (M, N, K) for an ensemble."""
+        """Each member's (logits, μ, scale), with a leading member axis M for an ensemble."""
         if self.n_members > 1:
             x = x.unsqueeze(0).expand(self.n_members, *x.shape)
-        logits, mu, sigma_raw = self.head(self.trunk(x)).chunk(3, dim=-1)
-        return logits, mu, self._sigma(sigma_raw) + self.min_sigma
+        logits, mu, sigma_raw, *lower = self.head(self.trunk(x)).split(self._sizes, dim=-1)
+        sigma = self._sigma(sigma_raw) + self.min_sigma
+        if self.target_dim == 1:
+            return logits, mu, sigma
+        batch, k, d = logits.shape[:-1], self.n_gaussians, self.target_dim
+        mu, sigma = mu.reshape(*batch, k, d), sigma.reshape(*batch, k, d)
+        if not self.full_covariance:
+            return logits, mu, sigma
+        rows, cols = torch.tril_indices(d, d, -1, device=x.device)
+        below = sigma.new_zeros(*batch, k, d, d)
+        below[..., rows, cols] = lower[0].reshape(*batch, k, -1)
+        return logits, mu, below + torch.diag_embed(sigma)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The predictive mixture (logits, μ, σ), each (N, M·K), in standardised units."""
-        logits, mu, sigma = self.member_parameters(x)
+        """The predictive mixture (logits, μ, scale) in standardised units, M·K components."""
+        logits, mu, scale = self.member_parameters(x)
         if self.n_members == 1:
-            return logits, mu, sigma
+            return logits, mu, scale
         # equal member weights: log π_mk = log_softmax_k(z_m)_k − log M
         logits = torch.log_softmax(logits, -1) - math.log(self.n_members)
-        return tuple(p.transpose(0, 1).reshape(x.shape[0], -1) for p in (logits, mu, sigma))
+        n = x.shape[0]
+        return tuple(p.transpose(0, 1).reshape(n, -1, *p.shape[3:]) for p in (logits, mu, scale))
+
+    def _nll(self, logits: Tensor, mu: Tensor, scale: Tensor, y: Tensor) -> Tensor:
+        if self.target_dim == 1:
+            return mixture.nll(logits, mu, scale, y)
+        return mvmixture.nll(logits, mu, scale, y)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        return mixture.nll(*self(x), y)
+        return self._nll(*self(x), y)
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
         if self.n_members == 1:
             return self.loss(x, y)
         # the mean of the members' NLLs: each member's gradient is its own, as in an ensemble
-        return mixture.nll(*self.member_parameters(x), y.unsqueeze(0).expand(self.n_members, *y.shape))
+        return self._nll(*self.member_parameters(x), y.unsqueeze(0).expand(self.n_members, *y.shape))
 
     def to_original_units(self, value: Tensor) -> Tensor:
-        # NLL in original units = standardised NLL + log|dt_std/dt| = + log(target_std).
+        # NLL in original units = standardised NLL + log|dt_std/dt| = + Σ_d log(target_std_d).
         return value + torch.log(self.target_std).sum()
 
     @torch.no_grad()
     def predictive_mixture(self, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits, mu, sigma = self(self.standardize_inputs(inputs))
-        return logits, mu * self.target_std + self.target_mean, sigma * self.target_std
+        logits, mu, scale = self(self.standardize_inputs(inputs))
+        std = self.target_std
+        if scale.dim() == mu.dim() + 1:  # Cholesky factor of diag(s) Σ diag(s): rows scaled
+            scale = scale * std.unsqueeze(-1)
+        else:
+            scale = scale * std
+        return logits, mu * std + self.target_mean, scale

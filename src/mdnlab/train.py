@@ -51,7 +51,9 @@ def build(cfg: DictConfig):
         os.environ["OMP_NUM_THREADS"] = str(int(cfg.torch_threads))  # for spawned DDP ranks too
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _recursive_=False)  # optimizer/scheduler stay configs
+    # the data decide the model's input and target sizes; optimizer/scheduler stay configs
+    model = instantiate(cfg.model, input_dim=datamodule.input_dim, target_dim=datamodule.target_dim,
+                        _recursive_=False)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers))
     extra = {}

@@ -1,0 +1,115 @@
+"""Reading the user's own data: named numeric columns of a CSV or NPZ file, checked.
+
+Every problem with the file is one ConfigError naming the config key, what was found and what
+is allowed, raised before anything is trained or written. numpy is used here, at the edge, to
+read NPZ files; the columns leave as float32 torch tensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from mdnlab.config import ConfigError
+
+FORMATS = (".csv", ".npz")
+
+
+def split_sizes(n_rows: int, train_fraction: float, val_fraction: float) -> tuple[int, int, int]:
+    n_train, n_val = int(round(train_fraction * n_rows)), int(round(val_fraction * n_rows))
+    return n_train, n_val, n_rows - n_train - n_val
+
+
+def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str],
+         train_fraction: float = 0.8, val_fraction: float = 0.1) -> tuple[Tensor, Tensor]:
+    """(inputs (n, len(inputs)), targets (n, len(targets))) as float32, checked."""
+    columns = read_columns(path)
+    for key, names in (("data.inputs", inputs), ("data.targets", targets)):
+        if isinstance(names, str) or not names:
+            raise ConfigError(key, names, "a non-empty list of column names, e.g. [x1,x2]")
+        for name in names:
+            if name not in columns:
+                raise ConfigError(key, name, f"a column of {path}: {', '.join(columns)}")
+    overlap = set(inputs) & set(targets)
+    if overlap:
+        raise ConfigError("data.targets", sorted(overlap)[0], "a column that is not also an input")
+    n_rows = len(next(iter(columns.values())))
+    n_train, n_val, n_test = split_sizes(n_rows, train_fraction, val_fraction)
+    if n_train < 2 or n_val < 1 or n_test < 1:
+        raise ConfigError("data.path", str(path),
+                          f"a file with enough rows for ≥ 2 train, ≥ 1 val and ≥ 1 test points at "
+                          f"train_fraction={train_fraction}, val_fraction={val_fraction} (it has {n_rows})")
+    return (torch.stack([_numeric(columns, n, path) for n in inputs], 1),
+            torch.stack([_numeric(columns, n, path) for n in targets], 1))
+
+
+def read_columns(path: str | Path) -> dict[str, list]:
+    """Column name → values (strings for CSV, arrays' items for NPZ), all of one length."""
+    if path is None or str(path) in ("", "???"):
+        raise ConfigError("data.path", path, "the path of a CSV or NPZ file")
+    file = Path(path).expanduser()
+    if file.suffix.lower() not in FORMATS:
+        raise ConfigError("data.path", str(path), "a file ending in " + " or ".join(FORMATS))
+    if not file.is_file():
+        raise ConfigError("data.path", str(path), "an existing file (no file at that path)")
+    columns = _read_csv(file) if file.suffix.lower() == ".csv" else _read_npz(file)
+    if not columns:
+        raise ConfigError("data.path", str(path), "a file with a header row and data rows (it is empty)")
+    return columns
+
+
+def _read_csv(file: Path) -> dict[str, list]:
+    with file.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return {}
+    header = [name.strip() for name in rows[0]]
+    data = [row for row in rows[1:] if any(cell.strip() for cell in row)]
+    for number, row in enumerate(data, start=2):
+        if len(row) != len(header):
+            raise ConfigError("data.path", str(file), f"{len(header)} cells per row as in the header "
+                              f"(line {number} has {len(row)})")
+    return {name: [row[i] for row in data] for i, name in enumerate(header)}
+
+
+def _read_npz(file: Path) -> dict[str, list]:
+    import numpy as np
+
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConfigError("data.path", str(file), f"a readable NPZ file ({type(error).__name__})") from None
+    columns = {}
+    for name in archive.files:
+        values = archive[name]
+        if values.ndim != 1:
+            values = values.reshape(len(values), -1) if values.ndim else values.reshape(1)
+            if values.ndim != 1 and values.shape[1] != 1:
+                raise ConfigError("data.path", str(file), f"1-D arrays, one per column "
+                                  f"('{name}' has shape {archive[name].shape})")
+            values = values.reshape(-1)
+        columns[name] = values.tolist()
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ConfigError("data.path", str(file), f"arrays of one length (found {sorted(lengths)})")
+    return columns
+
+
+def _numeric(columns: dict[str, list], name: str, path) -> Tensor:
+    values = []
+    for row, cell in enumerate(columns[name]):
+        try:
+            value = float(cell)
+        except (TypeError, ValueError):
+            raise ConfigError("data.path", str(path), f"numbers in column '{name}' "
+                              f"(row {row + 1} holds {cell!r})") from None
+        if not math.isfinite(value):
+            raise ConfigError("data.path", str(path), f"finite numbers in column '{name}' "
+                              f"(row {row + 1} holds {cell!r}; drop or fill missing values first)")
+        values.append(value)
+    return torch.tensor(values, dtype=torch.float32)
