@@ -35,12 +35,16 @@ clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: bench compare
+.PHONY: bench compare robot-arm
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 compare: $(STAMP)
 	$(BIN)/python scripts/compare.py $(ARGS)
+
+# Bishop's robot arm: least squares against the MDN, seeds 0-2, end-effector RMS errors
+robot-arm: $(STAMP)
+	$(BIN)/python scripts/compare.py --recipes robot_arm_mse robot_arm_mdn $(ARGS)
 
 # A grid over the MDN's size; LAUNCHER=basic runs the jobs one after another.
 SWEEP ?= model.n_gaussians=1,2,3,5,8 model.hidden_size=10,20,50

@@ -18,9 +18,18 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = [("test/nll", "NLL", 4), ("test/excess_nll", "excess", 4), ("test/crps", "CRPS", 3),
-           ("test/coverage_50", "cov50", 3), ("test/coverage_90", "cov90", 3),
-           ("test/frac_nll_above_6", ">6 nats", 4), ("wall_s", "wall s", 1)]
+TABLES = {
+    "sinusoid": [("test/nll", "NLL", 4), ("test/excess_nll", "excess", 4), ("test/crps", "CRPS", 3),
+                 ("test/coverage_50", "cov50", 3), ("test/coverage_90", "cov90", 3),
+                 ("test/frac_nll_above_6", ">6 nats", 4), ("wall_s", "wall s", 1)],
+    # Bishop's robot arm: end-effector RMS error of the point predictions after the forward
+    # kinematics (the MSE model's mode is its mean), with the held-out NLL
+    "robot_arm": [("test/nll", "NLL", 3), ("test/endpoint_rmse_mode", "RMS error, mode", 4),
+                  ("test/endpoint_rmse_mean", "RMS error, mean", 4),
+                  ("test/energy_score", "energy score", 4), ("train/steps", "steps", 0),
+                  ("wall_s", "wall s", 1)],
+}
+COLUMNS = TABLES["sinusoid"]
 
 
 def run(recipe: str, seed: int, extra: list[str]) -> dict[str, float]:
@@ -36,11 +45,11 @@ def run(recipe: str, seed: int, extra: list[str]) -> dict[str, float]:
     return {**metrics, "wall_s": wall, "run_dir": str(run_dir)}
 
 
-def table(rows: list[tuple[str, str, dict]]) -> str:
-    head = "| recipe | seed | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+def table(rows: list[tuple[str, str, dict]], columns=COLUMNS) -> str:
+    head = "| recipe | seed | " + " | ".join(c[1] for c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     for recipe, seed, m in rows:
-        cells = [f"{m[key]:.{digits}f}" for key, _, digits in COLUMNS]
+        cells = [f"{m[key]:.{digits}f}" for key, _, digits in columns]
         lines.append(f"| {recipe} | {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -49,8 +58,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["seed_mdn_inverted", "mdn_inverted"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--table", choices=sorted(TABLES), default=None,
+                        help="columns to print (default: robot_arm for robot_arm_* recipes)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    preset = args.table or ("robot_arm" if all(r.startswith("robot_arm") for r in args.recipes)
+                            else "sinusoid")
+    columns = TABLES[preset]
     rows = []
     for recipe in args.recipes:
         runs = []
@@ -60,9 +74,9 @@ def main() -> None:
             rows.append((recipe, str(seed), metrics))
             print(f"{recipe} seed={seed}: test/nll {metrics['test/nll']:.4f} "
                   f"({metrics['wall_s']:.1f} s)", flush=True)
-        mean = {key: statistics.mean(r[key] for r in runs) for key, _, _ in COLUMNS}
+        mean = {key: statistics.mean(r[key] for r in runs) for key, _, _ in columns}
         rows.append((f"**{recipe}**", "mean", mean))
-    text = table(rows)
+    text = table(rows, columns)
     print()
     print(text)
     out = REPO / os.environ.get("MDNLAB_LOG_DIR", "logs") / "compare"
