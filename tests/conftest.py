@@ -17,6 +17,9 @@ BIN = Path(sys.executable).parent
 # Small enough to run in seconds, big enough to learn something.
 FAST = ["trainer.max_epochs=3", "data.passes_per_epoch=20", "data.n_test=500",
         "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
+# The default recipe trains on all of its points; these give it a validation split back (val
+# curves, early stopping, the best checkpoint), as a search or a validation study would.
+VALIDATED = ["data.train_fraction=0.9", "data.val_fraction=0.1", "test_checkpoint=best"]
 
 
 def compose_train(tmp_path: Path, overrides=(), config_name="train"):

@@ -141,3 +141,11 @@ def test_mixture_module_does_not_import_lightning():
 
     code = "import sys, mdnlab.mixture; assert 'lightning' not in sys.modules, 'lightning imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_component_major_nll_equals_nll():
+    logits, mu, sigma = random_mixture(n=300, k=5)
+    t = torch.randn(300, dtype=torch.float64) * 4
+    expected = mixture.nll(logits, mu, sigma, t)
+    got = mixture.nll_component_major(logits.t(), mu.t(), torch.log(sigma).t(), t.reshape(1, -1))
+    torch.testing.assert_close(got, expected)

@@ -52,3 +52,32 @@ def test_sigma_transforms_and_floor(transform):
     model = MixtureDensityNetwork(sigma_transform=transform, min_sigma=0.1)
     _, _, sigma = model(torch.linspace(-50, 50, 101).reshape(-1, 1))
     assert torch.all(sigma > 0.1)
+
+
+@pytest.mark.parametrize("sigma_transform, min_sigma", [("exp", 0.0), ("exp", 0.05), ("softplus", 0.0)])
+def test_mdn_loss_fast_path_equals_the_mixture_nll(sigma_transform, min_sigma):
+    from mdnlab import mixture
+
+    torch.manual_seed(0)
+    model = MixtureDensityNetwork(sigma_transform=sigma_transform, min_sigma=min_sigma).double()
+    x, y = torch.randn(64, 1, dtype=torch.float64), torch.randn(64, 1, dtype=torch.float64)
+    fast = model.loss(x, y)
+    fast.backward()
+    fast_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    reference = mixture.nll(*model(x), y)
+    reference.backward()
+    torch.testing.assert_close(fast, reference)
+    for got, want in zip(fast_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want)
+
+
+def test_ensemble_training_loss_fast_path_is_the_mean_of_member_nlls():
+    from mdnlab import mixture
+
+    torch.manual_seed(0)
+    model = MixtureDensityNetwork(n_members=3).double()
+    x, y = torch.randn(64, 1, dtype=torch.float64), torch.randn(64, 1, dtype=torch.float64)
+    logits, mu, sigma = model.member_parameters(x)
+    members = torch.stack([mixture.nll(logits[m], mu[m], sigma[m], y) for m in range(3)])
+    torch.testing.assert_close(model.training_loss(x, y), members.mean())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, compose_train, run_cli
+from conftest import FAST, VALIDATED, compose_train, run_cli
 from mdnlab import mixture
 from mdnlab.figures import FIGURES
 from mdnlab.train import train
@@ -21,7 +21,7 @@ METRICS = ["nll", "oracle_nll", "excess_nll", "mse_floor", "mse", "mae", "mse_mo
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    metrics = train(compose_train(tmp, FAST))
+    metrics = train(compose_train(tmp, [*FAST, *VALIDATED]))
     return tmp / "run", metrics
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import FAST, run_cli
+from conftest import FAST, VALIDATED, run_cli
 
 QUICK = [*FAST, "figures=false"]
 
@@ -60,8 +60,8 @@ def test_submitit_local_runs_the_cluster_path(tmp_path):
 
 
 def test_ddp_cpu_single_run_matches_one_process(tmp_path):
-    single = run_cli(["mdn-train", *QUICK], tmp_path / "one")
-    ddp = run_cli(["mdn-train", "trainer=ddp_cpu", *QUICK], tmp_path / "ddp")
+    single = run_cli(["mdn-train", *QUICK, *VALIDATED], tmp_path / "one")
+    ddp = run_cli(["mdn-train", "trainer=ddp_cpu", *QUICK, *VALIDATED], tmp_path / "ddp")
     metrics = [json.loads((_run(o) / "metrics.json").read_text())["metrics"] for o in (single, ddp)]
     # two equal shards, gradients averaged: the same full-batch step up to float rounding
     assert metrics[1]["test/nll"] == pytest.approx(metrics[0]["test/nll"], abs=1e-3)

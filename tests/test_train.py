@@ -1,17 +1,19 @@
 """End to end: training through Hydra, the run directory, mdn-eval, and a multirun."""
 
+import math
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import FAST, compose_train, run_cli
+from conftest import FAST, VALIDATED, compose_train, run_cli
 from mdnlab.train import train
 
 
 @pytest.mark.parametrize("experiment", ["mdn_inverted", "seed_mse_forward"])
 def test_short_training_run_writes_the_run_directory(tmp_path, experiment):
-    cfg = compose_train(tmp_path, [f"experiment={experiment}", *FAST])
+    validated = VALIDATED if experiment == "mdn_inverted" else []
+    cfg = compose_train(tmp_path, [f"experiment={experiment}", *FAST, *validated])
     metrics = train(cfg)
     run = tmp_path / "run"
     saved = json.loads((run / "metrics.json").read_text())
@@ -112,3 +114,26 @@ def test_fast_path_and_hooked_path_train_identically(tmp_path):
 def test_max_steps_stops_inside_an_epoch(tmp_path):
     cfg = compose_train(tmp_path, [*FAST, "figures=false", "+trainer.max_steps=45"])
     assert train(cfg)["train/steps"] == 45
+
+
+def test_default_recipe_trains_on_every_point_without_validation(tmp_path):
+    cfg = compose_train(tmp_path, FAST)
+    assert (cfg.data.train_fraction, cfg.data.val_fraction, cfg.test_checkpoint) == (1.0, 0.0, "last")
+    metrics = train(cfg)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert not list((run / "checkpoints").glob("best-*.ckpt"))  # nothing to pick a best on
+    assert metrics["train/steps"] == 60                         # no early stopping either
+    assert math.isnan(metrics["val/best_nll"])
+    tested = json.loads((run / "run.json").read_text())["tested_checkpoint"]
+    assert tested.endswith("last.ckpt")
+    import torch
+
+    train_points = torch.load(tested, weights_only=True)["datamodule_hyper_parameters"]
+    assert train_points["train_fraction"] == 1.0
+
+
+def test_best_checkpoint_without_validation_is_refused(tmp_path):
+    out = run_cli(["mdn-train", "test_checkpoint=best", *FAST], tmp_path, check=False)
+    assert out.returncode == 2
+    assert "test_checkpoint='best' is not allowed: last when data.val_fraction=0" in out.stderr

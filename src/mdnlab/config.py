@@ -122,11 +122,14 @@ def validate(cfg: DictConfig) -> None:
 
 def _validate_data(cfg: DictConfig) -> None:
     target = str(_get(cfg, "data._target_", ""))
-    train = _number(cfg, "data.train_fraction", "a number in (0, 1)", lambda v: 0 < v < 1)
-    val = _number(cfg, "data.val_fraction", "a number in (0, 1)", lambda v: 0 < v < 1)
+    train = _number(cfg, "data.train_fraction", "a number in (0, 1]", lambda v: 0 < v <= 1)
+    val = _number(cfg, "data.val_fraction", "a number in [0, 1)", lambda v: 0 <= v < 1)
     if train + val > 1 + 1e-9:
         raise ConfigError("data.val_fraction", val,
                           f"data.train_fraction + data.val_fraction ≤ 1 (train_fraction={train})")
+    if val == 0 and _get(cfg, "test_checkpoint", "best") == "best":
+        raise ConfigError("test_checkpoint", "best", "last when data.val_fraction=0 (without a "
+                          "validation split there is no best checkpoint)")
     for key in ("data.input_noise", "data.target_noise"):
         if _get(cfg, key) is not None:
             _number(cfg, key, "a finite number ≥ 0", lambda v: v >= 0)
@@ -152,7 +155,7 @@ def _validate_data(cfg: DictConfig) -> None:
     n = _integer(cfg, "data.n_samples", 2)
     n_test = _integer(cfg, "data.n_test", 1, optional=True)
     n_train, n_val = round(train * n), round(val * n)
-    if n_train < 2 or n_val < 1 or (n_test is None and n - n_train - n_val < 1):
+    if n_train < 2 or (val > 0 and n_val < 1) or (n_test is None and n - n_train - n_val < 1):
         raise ConfigError("data.n_samples", n, "enough points for ≥ 2 train, ≥ 1 val and ≥ 1 test "
                           f"(got {n_train}/{n_val}/{n - n_train - n_val}); raise it or set data.n_test")
 

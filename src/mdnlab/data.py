@@ -8,6 +8,7 @@ move to the training device once, in ``setup``, and stay there.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -159,7 +160,7 @@ class ArrayDataModule(L.LightningDataModule):
                 # equal shards (the remainder is dropped, as DistributedSampler(drop_last) does):
                 # ranks with different step counts would deadlock in the gradient all-reduce
                 usable = len(x) // world * world
-                if usable == 0:
+                if usable == 0 and (name == "train" or len(x)):
                     raise ConfigError(f"data.{name}_fraction", getattr(self.hparams, f"{name}_fraction"),
                                       f"enough {name} points for {world} ranks (got {len(x)})")
                 x, y = x[rank:usable:world], y[rank:usable:world]
@@ -178,6 +179,8 @@ class ArrayDataModule(L.LightningDataModule):
                              epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None)
 
     def val_dataloader(self) -> TensorBatches | list:
+        # data.val_fraction=0: no validation split, which Lightning would warn about every fit
+        warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
         return TensorBatches(*self.splits["val"]) if len(self.splits["val"][0]) else []
 
     def test_dataloader(self) -> TensorBatches:

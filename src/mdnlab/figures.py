@@ -195,8 +195,9 @@ def pit_figure(pit: Tensor) -> Figure:
 # ---- helpers --------------------------------------------------------------------------------
 
 def fit_least_squares(inputs: Tensor, targets: Tensor, grid: Tensor, seed: int,
-                      steps: int = 600) -> Tensor:
-    """The seed's baseline (1→20 tanh→1, MSE) fitted in plain torch, for the figure only."""
+                      steps: int = 150) -> Tensor:
+    """The seed's baseline (1→20 tanh→1, MSE) fitted in plain torch, for the figure only, by
+    L-BFGS (61 parameters, full batch: a fraction of the time Adam needs to get as close)."""
     generator = torch.Generator().manual_seed(seed)
     x_mean, x_std = inputs.mean(), inputs.std()
     t_mean, t_std = targets.mean(), targets.std()
@@ -205,12 +206,15 @@ def fit_least_squares(inputs: Tensor, targets: Tensor, grid: Tensor, seed: int,
     b1 = (torch.randn(20, generator=generator)).requires_grad_(True)
     w2 = (torch.randn(20, 1, generator=generator) / math.sqrt(20)).requires_grad_(True)
     b2 = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.Adam([w1, b1, w2, b2], lr=1e-2)
-    for _ in range(steps):
-        loss = (torch.tanh(x @ w1 + b1) @ w2 + b2 - t).square().mean()
+    optimizer = torch.optim.LBFGS([w1, b1, w2, b2], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
         optimizer.zero_grad()
+        loss = (torch.tanh(x @ w1 + b1) @ w2 + b2 - t).square().mean()
         loss.backward()
-        optimizer.step()
+        return loss
+
+    optimizer.step(closure)
     with torch.no_grad():
         g = (grid - x_mean) / x_std
         return ((torch.tanh(g @ w1 + b1) @ w2 + b2) * t_std + t_mean).reshape(-1)

@@ -391,13 +391,34 @@ class MixtureDensityNetwork(_Regressor):
         return mvmixture.nll(logits, mu, scale, y)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.n_members == 1 and self.target_dim == 1:
+            return self._component_major_nll(x, y)
         return self._nll(*self(x), y)
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.target_dim == 1:
+            return self._component_major_nll(x, y)  # an ensemble: the mean of its members' NLLs
         if self.n_members == 1:
             return self.loss(x, y)
         # the mean of the members' NLLs: each member's gradient is its own, as in an ensemble
         return self._nll(*self.member_parameters(x), y.unsqueeze(0).expand(self.n_members, *y.shape))
+
+    def _component_major_nll(self, x: Tensor, y: Tensor) -> Tensor:
+        """One target: the NLL of ``mixture.nll(*self.member_parameters(x), y)`` (for an ensemble,
+        the mean of its members' NLLs), with the head computed straight into a (M, 3K, N) layout:
+        see ``mixture.nll_component_major`` for why (the per-step cost)."""
+        if self.n_members == 1:
+            out = torch.addmm(self.head.bias.unsqueeze(1), self.head.weight, self.trunk(x).t())
+        else:
+            features = self.trunk(x.unsqueeze(0).expand(self.n_members, *x.shape))  # (M, N, H)
+            out = torch.baddbmm(self.head.bias.transpose(1, 2), self.head.weight.transpose(1, 2),
+                                features.transpose(1, 2))
+        logits, mu, sigma_raw = out.split(self._sizes, dim=-2)
+        if self._sigma is torch.exp and not self.min_sigma:
+            log_sigma = sigma_raw
+        else:
+            log_sigma = torch.log(self._sigma(sigma_raw) + self.min_sigma)
+        return mixture.nll_component_major(logits, mu, log_sigma, y.reshape(1, -1))
 
     def to_original_units(self, value: Tensor) -> Tensor:
         # NLL in original units = standardised NLL + log|dt_std/dt| = + Σ_d log(target_std_d).

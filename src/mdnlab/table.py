@@ -40,7 +40,7 @@ def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str],
         raise ConfigError("data.targets", sorted(overlap)[0], "a column that is not also an input")
     n_rows = len(next(iter(columns.values())))
     n_train, n_val, n_test = split_sizes(n_rows, train_fraction, val_fraction)
-    if n_train < 2 or n_val < 1 or n_test < 1:
+    if n_train < 2 or (val_fraction > 0 and n_val < 1) or n_test < 1:
         raise ConfigError("data.path", str(path),
                           f"a file with enough rows for ≥ 2 train, ≥ 1 val and ≥ 1 test points at "
                           f"train_fraction={train_fraction}, val_fraction={val_fraction} (it has {n_rows})")

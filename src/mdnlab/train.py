@@ -55,7 +55,8 @@ def build(cfg: DictConfig):
     model = instantiate(cfg.model, input_dim=datamodule.input_dim, target_dim=datamodule.target_dim,
                         _recursive_=False)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers))
+    validates = OmegaConf.select(cfg, "data.val_fraction", default=0.1) > 0
+    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers), validates=validates)
     extra = {}
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -67,7 +68,7 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
-def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool) -> list:
+def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool = True) -> list:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor
 
@@ -75,6 +76,8 @@ def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool) -> list:
     for callback_cfg in (cfg.get("callbacks") or {}).values():
         if callback_cfg is None:
             continue
+        if "monitor" in callback_cfg and not validates:
+            continue  # early stopping and the best checkpoint need a validation split
         extra = {"monitor": monitor} if "monitor" in callback_cfg else {}
         callbacks.append(instantiate(callback_cfg, **extra))
     if not has_logger:  # the LR monitor has nowhere to write (and Lightning refuses it)
