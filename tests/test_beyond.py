@@ -86,6 +86,34 @@ def test_bad_tables_get_one_clear_error(tmp_path, case, key, words):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize("case, words", [
+    ("latin-1", "a UTF-8 text CSV file"),
+    ("duplicate header", "unique column names ('a' appears 2 times"),
+    ("ragged after blank", "(line 4 has 2)"),
+    ("object npz", "numeric arrays ('a'"),
+])
+def test_more_bad_files_get_one_clear_error(tmp_path, case, words):
+    path = tmp_path / ("data.npz" if case == "object npz" else "data.csv")
+    if case == "latin-1":
+        path.write_bytes("caf\xe9,b,c\n1,2,3\n".encode("latin-1"))
+    elif case == "duplicate header":
+        path.write_text("a,b,a\n1,2,3\n")
+    elif case == "ragged after blank":
+        path.write_text("a,b,c\n1,2,3\n\n4,5\n")
+    else:
+        np.savez(path, a=np.array([{"x": 1}], dtype=object), b=np.zeros(1))
+    with pytest.raises(ConfigError) as raised:
+        load(path, ["a"], ["b"])
+    assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_byte_order_mark_and_numeric_headers_are_read(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes("\ufeff1,2,3\n".encode("utf-8") + "".join(f"{i},{2 * i},{3 * i}\n" for i in range(20)).encode())
+    x, t = load(path, [1, 2], [3])  # a header of numbers arrives from Hydra as ints
+    assert x.shape == (20, 2) and t[5, 0] == 15
+
+
 def test_bad_table_on_the_command_line_exits_2_with_one_line(tmp_path):
     write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
@@ -113,6 +141,23 @@ def test_training_on_a_csv_with_two_targets(tmp_path):
     assert "test/oracle_nll" not in metrics  # no oracle for the user's own data
     figures = {p.stem for p in (tmp_path / "run" / "figures").glob("*.png")}
     assert {"data", "predictions", "mixture_parameters", "samples", "density", "pit"} <= figures
+
+
+def test_one_input_two_targets_sample_without_the_training_file(tmp_path):
+    path = write_csv(tmp_path / "data.csv")
+    quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
+    out = run_cli(["mdn-train", "data=table", f"data.path={path}", "data.inputs=[a]", "data.targets=[c,d]",
+                   "model.covariance=full", "trainer.max_epochs=2", "data.passes_per_epoch=5",
+                   "figures=false", *quiet], tmp_path)
+    run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
+    tested = json.loads((run_dir / "run.json").read_text())["tested_checkpoint"]
+    assert "best-" in tested  # the table has a validation split, so auto picks the best
+    path.unlink()  # sampling needs the checkpoint only
+    for inputs in ("inputs=[0.5,0.3]", "inputs=[[0.5],[0.3]]"):
+        out = run_cli(["mdn-sample", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs,
+                       "n_samples=20"], tmp_path)
+        saved = np.load(Path(out.stdout.split("written:")[1].split()[0]))
+        assert saved["samples"].shape == (2, 20, 2) and saved["scale"].shape == (2, 5, 2, 2)
 
 
 def test_training_on_a_csv_with_one_input_and_target_draws_the_seven_figures(tmp_path):

@@ -118,7 +118,7 @@ def test_max_steps_stops_inside_an_epoch(tmp_path):
 
 def test_default_recipe_trains_on_every_point_without_validation(tmp_path):
     cfg = compose_train(tmp_path, FAST)
-    assert (cfg.data.train_fraction, cfg.data.val_fraction, cfg.test_checkpoint) == (1.0, 0.0, "last")
+    assert (cfg.data.train_fraction, cfg.data.val_fraction, cfg.test_checkpoint) == (1.0, 0.0, "auto")
     metrics = train(cfg)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -136,4 +136,4 @@ def test_default_recipe_trains_on_every_point_without_validation(tmp_path):
 def test_best_checkpoint_without_validation_is_refused(tmp_path):
     out = run_cli(["mdn-train", "test_checkpoint=best", *FAST], tmp_path, check=False)
     assert out.returncode == 2
-    assert "test_checkpoint='best' is not allowed: last when data.val_fraction=0" in out.stderr
+    assert "test_checkpoint='best' is not allowed: last or auto when data.val_fraction=0" in out.stderr

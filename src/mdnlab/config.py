@@ -98,7 +98,7 @@ def validate(cfg: DictConfig) -> None:
 
     _integer(cfg, "seed", 0)
     if _get(cfg, "test_checkpoint") is not None:
-        _choice(cfg, "test_checkpoint", ("best", "last"))
+        _choice(cfg, "test_checkpoint", ("auto", "best", "last"))
     if _get(cfg, "data") is not None:
         _validate_data(cfg)
     model_target = _get(cfg, "model._target_", "")
@@ -127,8 +127,8 @@ def _validate_data(cfg: DictConfig) -> None:
     if train + val > 1 + 1e-9:
         raise ConfigError("data.val_fraction", val,
                           f"data.train_fraction + data.val_fraction ≤ 1 (train_fraction={train})")
-    if val == 0 and _get(cfg, "test_checkpoint", "best") == "best":
-        raise ConfigError("test_checkpoint", "best", "last when data.val_fraction=0 (without a "
+    if val == 0 and _get(cfg, "test_checkpoint", "auto") == "best":
+        raise ConfigError("test_checkpoint", "best", "last or auto when data.val_fraction=0 (without a "
                           "validation split there is no best checkpoint)")
     for key in ("data.input_noise", "data.target_noise"):
         if _get(cfg, key) is not None:

@@ -28,11 +28,8 @@ def predictive_summary(model, datamodule, inputs: torch.Tensor, n_samples: int, 
     logits, mu, sigma = predict(model, inputs.reshape(-1, 1).float())
     generator = torch.Generator().manual_seed(seed)
     modes, mode_log_density = mixture.modes(logits, mu, sigma)
-    datamodule.prepare_splits()
-    targets = datamodule.raw["train"][1].reshape(-1).double()
-    pad = 0.1 * float(targets.max() - targets.min())
-    grid = torch.linspace(float(targets.min()) - pad, float(targets.max()) + pad, grid_points,
-                          dtype=torch.float64)
+    low, high = target_span(model, datamodule)
+    grid = torch.linspace(float(low[0]), float(high[0]), grid_points, dtype=torch.float64)
     density = mixture.log_prob(logits.unsqueeze(1), mu.unsqueeze(1), sigma.unsqueeze(1),
                                grid.reshape(1, -1)).exp()
     return {
@@ -61,16 +58,15 @@ def multivariate_summary(model, datamodule, inputs: torch.Tensor, n_samples: int
     from mdnlab import mixture, mvmixture
     from mdnlab.evaluation import predict
 
+    inputs = inputs.reshape(len(inputs), -1)  # one input: (n,) → (n, 1)
     logits, mu, scale = predict(model, inputs.float())
     if mu.dim() == logits.dim():  # one target: the univariate mixture as (n, K, 1)
         mu, scale = mu.unsqueeze(-1), scale.unsqueeze(-1)
     generator = torch.Generator().manual_seed(seed)
     modes, mode_log_density = mvmixture.modes(logits, mu, scale)
-    datamodule.prepare_splits()
-    targets = datamodule.raw["train"][1].double()
-    pad = 0.1 * (targets.max(0).values - targets.min(0).values)
+    low, high = target_span(model, datamodule)
     grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
-                        for lo, hi in zip(targets.min(0).values - pad, targets.max(0).values + pad)], -1)
+                        for lo, hi in zip(low, high)], -1)
     densities = []
     for d in range(mu.shape[-1]):
         m, sd = mvmixture.marginal(mu, scale, d)
@@ -91,6 +87,20 @@ def multivariate_summary(model, datamodule, inputs: torch.Tensor, n_samples: int
         "grid": grid,
         "marginal_density": torch.stack(densities, 1),
     }
+
+
+def target_span(model, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target, the range the density grid covers: the training targets' range plus 10% each
+    side for generated problems (redrawn from the seed), and mean ± 4 standard deviations of the
+    training targets (kept in the checkpoint) for a user's file, so sampling never needs the file."""
+    if getattr(datamodule, "problem", None) is not None:
+        datamodule.prepare_splits()
+        targets = datamodule.raw["train"][1].double().reshape(len(datamodule.raw["train"][1]), -1)
+        low, high = targets.min(0).values, targets.max(0).values
+        pad = 0.1 * (high - low)
+        return low - pad, high + pad
+    mean, std = model.target_mean.double(), model.target_std.double()
+    return mean - 4 * std, mean + 4 * std
 
 
 def write_npz(summary: dict[str, torch.Tensor], path: Path) -> Path:

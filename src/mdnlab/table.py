@@ -30,8 +30,11 @@ def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str],
     """(inputs (n, len(inputs)), targets (n, len(targets))) as float32, checked."""
     columns = read_columns(path)
     for key, names in (("data.inputs", inputs), ("data.targets", targets)):
-        if isinstance(names, str) or not names:
+        if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__") or not names:
             raise ConfigError(key, names, "a non-empty list of column names, e.g. [x1,x2]")
+    # a header of numbers arrives from the command line as ints: names are strings
+    inputs, targets = [str(n) for n in inputs], [str(n) for n in targets]
+    for key, names in (("data.inputs", inputs), ("data.targets", targets)):
         for name in names:
             if name not in columns:
                 raise ConfigError(key, name, f"a column of {path}: {', '.join(columns)}")
@@ -64,17 +67,26 @@ def read_columns(path: str | Path) -> dict[str, list]:
 
 
 def _read_csv(file: Path) -> dict[str, list]:
-    with file.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:  # utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte-order mark
+        with file.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError("data.path", str(file), f"a UTF-8 text CSV file ({type(error).__name__}: "
+                          "re-save it as CSV UTF-8)") from None
     if not rows:
         return {}
     header = [name.strip() for name in rows[0]]
-    data = [row for row in rows[1:] if any(cell.strip() for cell in row)]
-    for number, row in enumerate(data, start=2):
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ConfigError("data.path", str(file), f"unique column names ('{repeated[0]}' appears "
+                          f"{header.count(repeated[0])} times in the header)")
+    # (line number in the file, row), blank lines skipped
+    data = [(n, row) for n, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
+    for number, row in data:
         if len(row) != len(header):
             raise ConfigError("data.path", str(file), f"{len(header)} cells per row as in the header "
                               f"(line {number} has {len(row)})")
-    return {name: [row[i] for row in data] for i, name in enumerate(header)}
+    return {name: [row[i] for _, row in data] for i, name in enumerate(header)}
 
 
 def _read_npz(file: Path) -> dict[str, list]:
@@ -86,7 +98,11 @@ def _read_npz(file: Path) -> dict[str, list]:
         raise ConfigError("data.path", str(file), f"a readable NPZ file ({type(error).__name__})") from None
     columns = {}
     for name in archive.files:
-        values = archive[name]
+        try:
+            values = archive[name]
+        except Exception as error:  # noqa: BLE001 - e.g. an object array (needs pickle): refused
+            raise ConfigError("data.path", str(file), f"numeric arrays ('{name}': "
+                              f"{type(error).__name__})") from None
         if values.ndim != 1:
             values = values.reshape(len(values), -1) if values.ndim else values.reshape(1)
             if values.ndim != 1 and values.shape[1] != 1:

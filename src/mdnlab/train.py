@@ -93,7 +93,10 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     checkpoint = trainer.checkpoint_callback
     tested_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if cfg.get("test_checkpoint", "best") == "last":  # the weights as training left them
+    choice = cfg.get("test_checkpoint", "auto")
+    if choice == "auto":
+        choice = "best" if OmegaConf.select(cfg, "data.val_fraction", default=0.1) > 0 else "last"
+    if choice == "last":  # the weights as training left them
         tested_path = str(last) if last.is_file() else ""
     tested_model = ckpt.load(tested_path)[0] if tested_path else model.cpu()
     metrics = evaluate(tested_model, datamodule, "test")
