@@ -19,6 +19,9 @@ from torch import Tensor
 from mdnlab.config import ConfigError
 from mdnlab.problems import RobotArm, Sinusoid
 
+# data.val_fraction=0 (no validation split) is deliberate; Lightning would warn about it every fit
+warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
+
 
 @dataclass
 class Standardizer:
@@ -179,8 +182,6 @@ class ArrayDataModule(L.LightningDataModule):
                              epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None)
 
     def val_dataloader(self) -> TensorBatches | list:
-        # data.val_fraction=0: no validation split, which Lightning would warn about every fit
-        warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
         return TensorBatches(*self.splits["val"]) if len(self.splits["val"][0]) else []
 
     def test_dataloader(self) -> TensorBatches:

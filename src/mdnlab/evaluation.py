@@ -25,23 +25,18 @@ def predict(model, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(p.detach().to("cpu", torch.float64) for p in params)
 
 
-def mixture_metrics(logits: Tensor, mu: Tensor, sigma: Tensor, targets: Tensor) -> dict[str, float]:
-    """Scores of a predictive mixture against targets of shape (N,) or (N, 1)."""
+def mixture_metrics(logits: Tensor, mu: Tensor, sigma: Tensor, targets: Tensor,
+                    points: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """Scores of a predictive mixture against targets of shape (N,) or (N, 1); ``points`` are
+    its ``point_predictions`` when the caller already has them."""
     t = targets.reshape(-1).to(torch.float64)
     log_p = mixture.log_prob(logits, mu, sigma, t)
-    mean = mixture.mean(logits, mu)
-    mode = mixture.most_probable_mode(logits, mu, sigma)
-    top_mu = mixture.most_probable_component_mean(logits, mu)
     pit = mixture.cdf(logits, mu, sigma, t)
     return {
         "nll": -log_p.mean().item(),
         "frac_nll_above_6": (-log_p > NLL_MISS_THRESHOLD).double().mean().item(),
         "crps": mixture.crps(logits, mu, sigma, t).mean().item(),
-        "mse": (mean - t).square().mean().item(),
-        "mae": (mean - t).abs().mean().item(),
-        "mse_mode": (mode - t).square().mean().item(),
-        "mae_mode": (mode - t).abs().mean().item(),
-        "mae_top_component": (top_mu - t).abs().mean().item(),
+        **point_errors(points or point_predictions(logits, mu, sigma), t),
         "pit_ks": pit_ks_statistic(pit),
         "coverage_50": ((pit >= 0.25) & (pit <= 0.75)).double().mean().item(),
         "coverage_90": ((pit >= 0.05) & (pit <= 0.95)).double().mean().item(),
@@ -51,25 +46,18 @@ def mixture_metrics(logits: Tensor, mu: Tensor, sigma: Tensor, targets: Tensor) 
 
 
 def multivariate_metrics(logits: Tensor, mu: Tensor, scale: Tensor, targets: Tensor,
-                         seed: int = 0) -> dict[str, float]:
+                         points: dict[str, Tensor] | None = None, seed: int = 0) -> dict[str, float]:
     """Scores of a mixture over D-dimensional targets (N, D). Point errors are averaged over
     the D targets; CRPS, PIT and coverage are those of each one-dimensional marginal, averaged
     over targets (``_<name>`` suffixes give each); the energy score is the multivariate CRPS
     (Monte Carlo, 200 draws from a fixed seed, so a run's numbers repeat)."""
     t = targets.to(torch.float64)
     log_p = mvmixture.log_prob(logits, mu, scale, t)
-    mean = mvmixture.mean(logits, mu)
-    mode = mvmixture.most_probable_mode(logits, mu, scale)
-    top_mu = mvmixture.most_probable_component_mean(logits, mu)
     generator = torch.Generator().manual_seed(seed)
     out = {
         "nll": -log_p.mean().item(),
         "energy_score": mvmixture.energy_score(logits, mu, scale, t, generator=generator).mean().item(),
-        "mse": (mean - t).square().mean().item(),
-        "mae": (mean - t).abs().mean().item(),
-        "mse_mode": (mode - t).square().mean().item(),
-        "mae_mode": (mode - t).abs().mean().item(),
-        "mae_top_component": (top_mu - t).abs().mean().item(),
+        **point_errors(points or point_predictions(logits, mu, scale), t),
         "effective_components": mixture.effective_components(logits).item(),
     }
     per_dim = []
@@ -97,6 +85,16 @@ def point_predictions(logits: Tensor, mu: Tensor, scale: Tensor) -> dict[str, Te
             "top_component": module.most_probable_component_mean(logits, mu)}
 
 
+def point_errors(points: dict[str, Tensor], t: Tensor) -> dict[str, float]:
+    """Errors of the mixture mean (MSE, MAE), the most probable mode (MSE, MAE) and the top
+    component's μ (MAE), averaged over points and targets."""
+    return {"mse": (points["mean"] - t).square().mean().item(),
+            "mae": (points["mean"] - t).abs().mean().item(),
+            "mse_mode": (points["mode"] - t).square().mean().item(),
+            "mae_mode": (points["mode"] - t).abs().mean().item(),
+            "mae_top_component": (points["top_component"] - t).abs().mean().item()}
+
+
 def pit_ks_statistic(pit: Tensor) -> float:
     """Kolmogorov–Smirnov distance between the PIT values and U(0, 1): 0 for perfect calibration."""
     u, _ = pit.reshape(-1).sort()
@@ -119,15 +117,16 @@ def evaluate(model, datamodule, split: str = "test") -> dict[str, float]:
     datamodule.prepare_splits()
     inputs, targets = datamodule.raw[split]
     params = predict(model, inputs)
+    points = point_predictions(*params)  # mean-shift once, for the metrics and the task error
     if params[1].dim() == params[0].dim() + 1:  # μ (N, K, D): several targets
-        metrics = multivariate_metrics(*params, targets)
+        metrics = multivariate_metrics(*params, targets, points)
     else:
-        metrics = mixture_metrics(*params, targets)
+        metrics = mixture_metrics(*params, targets, points)
     problem = getattr(datamodule, "problem", None)
     if problem is not None and hasattr(problem, "log_density") and problem.noise_std > 0:
         metrics.update(oracle_metrics(problem, inputs, targets, metrics["nll"]))
     if problem is not None and hasattr(problem, "endpoint_errors"):
-        for name, prediction in point_predictions(*params).items():
+        for name, prediction in points.items():
             errors = problem.endpoint_errors(inputs, prediction)
             metrics[f"endpoint_rmse_{name}"] = errors.square().mean().sqrt().item()
     metrics["n_points"] = float(len(targets))

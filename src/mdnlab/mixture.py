@@ -174,8 +174,12 @@ def modes(
 
 def most_probable_mode(logits: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
     """The global maximum of the density among the mean-shift modes, shape ``(...)``."""
-    points, density = modes(logits, mu, sigma)
-    return points.gather(-1, density.argmax(-1, keepdim=True)).squeeze(-1)
+    return highest_mode(*modes(logits, mu, sigma))
+
+
+def highest_mode(points: Tensor, log_density: Tensor) -> Tensor:
+    """Of the ``modes`` results, the point with the highest density, shape ``(...)``."""
+    return points.gather(-1, log_density.argmax(-1, keepdim=True)).squeeze(-1)
 
 
 def most_probable_component_mean(logits: Tensor, mu: Tensor) -> Tensor:

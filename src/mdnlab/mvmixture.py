@@ -42,16 +42,7 @@ def log_prob(logits: Tensor, mu: Tensor, scale: Tensor, target: Tensor) -> Tenso
 
     ``target`` has shape (..., D); the result has the batch shape (...).
     """
-    diff = target.unsqueeze(-2) - mu  # (..., K, D)
-    if is_full(mu, scale):
-        z = torch.linalg.solve_triangular(scale, diff.unsqueeze(-1), upper=False).squeeze(-1)
-        log_det = torch.log(torch.diagonal(scale, dim1=-2, dim2=-1)).sum(-1)
-    else:
-        z = diff / scale
-        log_det = torch.log(scale).sum(-1)
-    d = mu.shape[-1]
-    log_component = -0.5 * (z * z).sum(-1) - log_det - 0.5 * d * LOG_2PI
-    return torch.logsumexp(torch.log_softmax(logits, -1) + log_component, dim=-1)
+    return torch.logsumexp(_log_components(logits, mu, scale, target.unsqueeze(-2)), -1).squeeze(-1)
 
 
 def nll(logits: Tensor, mu: Tensor, scale: Tensor, target: Tensor) -> Tensor:
@@ -145,14 +136,17 @@ def modes(
         t = t_next
         if done:
             break
-    density = log_prob(logits.unsqueeze(-2), mu.unsqueeze(-3), scale.unsqueeze(-3 - is_full(mu, scale)), t)
-    return t, density
+    return t, torch.logsumexp(_log_components(logits, mu, scale, t), -1)
 
 
 def most_probable_mode(logits: Tensor, mu: Tensor, scale: Tensor) -> Tensor:
     """The highest of the mean-shift modes, shape (..., D)."""
-    points, density = modes(logits, mu, scale)
-    index = density.argmax(-1)[..., None, None].expand(*density.shape[:-1], 1, mu.shape[-1])
+    return highest_mode(*modes(logits, mu, scale))
+
+
+def highest_mode(points: Tensor, log_density: Tensor) -> Tensor:
+    """Of the ``modes`` results, the point with the highest density, shape (..., D)."""
+    index = log_density.argmax(-1)[..., None, None].expand(*log_density.shape[:-1], 1, points.shape[-1])
     return points.gather(-2, index).squeeze(-2)
 
 
@@ -177,7 +171,8 @@ def energy_score(
 
 
 def _log_components(logits: Tensor, mu: Tensor, scale: Tensor, points: Tensor) -> Tensor:
-    """log π_j + log N(points_i; μ_j, Σ_j) for points (..., I, D): shape (..., I, K)."""
+    """log π_j + log N(points_i; μ_j, Σ_j) for points (..., I, D): shape (..., I, K); the
+    terms of log p(points_i) = logsumexp_j, and the log-responsibilities of mean-shift."""
     diff = points.unsqueeze(-2) - mu.unsqueeze(-3)  # (..., I, K, D)
     if is_full(mu, scale):
         tril = scale.unsqueeze(-4).expand(*diff.shape, diff.shape[-1])
@@ -186,4 +181,5 @@ def _log_components(logits: Tensor, mu: Tensor, scale: Tensor, points: Tensor) -
     else:
         z = diff / scale.unsqueeze(-3)
         log_det = torch.log(scale).sum(-1)
-    return torch.log_softmax(logits, -1).unsqueeze(-2) - 0.5 * (z * z).sum(-1) - log_det.unsqueeze(-2)
+    log_normal = -0.5 * (z * z).sum(-1) - log_det.unsqueeze(-2) - 0.5 * mu.shape[-1] * LOG_2PI
+    return torch.log_softmax(logits, -1).unsqueeze(-2) + log_normal

@@ -55,8 +55,8 @@ def build(cfg: DictConfig):
     model = instantiate(cfg.model, input_dim=datamodule.input_dim, target_dim=datamodule.target_dim,
                         _recursive_=False)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    validates = OmegaConf.select(cfg, "data.val_fraction", default=0.1) > 0
-    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers), validates=validates)
+    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers),
+                           validates=has_validation(cfg))
     extra = {}
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -66,6 +66,11 @@ def build(cfg: DictConfig):
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     return datamodule, model, trainer
+
+
+def has_validation(cfg: DictConfig) -> bool:
+    """Whether the run's data keep a validation split (data.val_fraction > 0)."""
+    return OmegaConf.select(cfg, "data.val_fraction", default=0.1) > 0
 
 
 def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool = True) -> list:
@@ -95,7 +100,7 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     choice = cfg.get("test_checkpoint", "auto")
     if choice == "auto":
-        choice = "best" if OmegaConf.select(cfg, "data.val_fraction", default=0.1) > 0 else "last"
+        choice = "best" if has_validation(cfg) else "last"
     if choice == "last":  # the weights as training left them
         tested_path = str(last) if last.is_file() else ""
     tested_model = ckpt.load(tested_path)[0] if tested_path else model.cpu()
