@@ -10,7 +10,7 @@ VENV_FLAGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test tensorboard clean
+.PHONY: install train test test-fast tensorboard clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# everything but the end-to-end runs in subprocesses (CI runs them all: make test)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # TB_FLAGS="--bind_all" to serve on every interface (e.g. from a cluster node)
 TB_FLAGS ?= --host localhost

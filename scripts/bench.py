@@ -41,7 +41,7 @@ def compose(experiment: str, run_dir: Path, steps: int, passes: int | None, extr
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from mdnlab.config import CONFIG_DIR
+    from mdnlab.cli.config import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     overrides = [f"experiment={experiment}", *extra]
@@ -65,7 +65,7 @@ def time_project(experiment: str, steps: int, passes: int, threads: int, extra=(
     callbacks, optimiser creation) and teardown are reported apart."""
     from lightning.pytorch.callbacks import Callback
 
-    from mdnlab.train import build
+    from mdnlab.cli.train import build
 
     class Clock(Callback):
         def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
     args = parser.parse_args()
-    from mdnlab.entry import quiet_lightning
+    from mdnlab.cli.entry import quiet_lightning
 
     quiet_lightning()
     results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,

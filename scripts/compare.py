@@ -32,16 +32,17 @@ TABLES = {
 COLUMNS = TABLES["sinusoid"]
 
 
-def run(recipe: str, seed: int, extra: list[str]) -> dict[str, float]:
+def run(recipe: str, seed: int, extra: list[str], run_dir: Path) -> dict[str, float]:
+    """Train in a process of its own, in ``run_dir``; the metrics from the run's run.json."""
     command = [str(Path(sys.executable).parent / "mdn-train"), f"experiment={recipe}", f"seed={seed}",
-               "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", *extra]
+               "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", *extra,
+               f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-    run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
-    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((run_dir / "run.json").read_text())["metrics"]
     return {**metrics, "wall_s": wall, "run_dir": str(run_dir)}
 
 
@@ -65,11 +66,13 @@ def main() -> None:
     preset = args.table or ("robot_arm" if all(r.startswith("robot_arm") for r in args.recipes)
                             else "sinusoid")
     columns = TABLES[preset]
+    out = REPO / os.environ.get("MDNLAB_LOG_DIR", "logs") / "compare"
+    stamp = f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     rows = []
     for recipe in args.recipes:
         runs = []
         for seed in args.seeds:
-            metrics = run(recipe, seed, args.overrides)
+            metrics = run(recipe, seed, args.overrides, out / stamp / f"{recipe}_seed{seed}")
             runs.append(metrics)
             rows.append((recipe, str(seed), metrics))
             print(f"{recipe} seed={seed}: test/nll {metrics['test/nll']:.4f} "
@@ -79,9 +82,7 @@ def main() -> None:
     text = table(rows, columns)
     print()
     print(text)
-    out = REPO / os.environ.get("MDNLAB_LOG_DIR", "logs") / "compare"
     out.mkdir(parents=True, exist_ok=True)
-    stamp = f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     (out / f"{stamp}.md").write_text(text + "\n")
     (out / f"{stamp}.json").write_text(json.dumps(rows, indent=2, default=str))
     print(f"\nwritten to {out / stamp}.md")

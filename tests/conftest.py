@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from mdnlab.config import CONFIG_DIR
+from mdnlab.cli.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,6 +44,14 @@ def run_cli(args, tmp_path, timeout=300, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def run_record(log_dir: Path, task: str = "train") -> dict:
+    """The run.json of the newest ``task`` run (train, eval, sample) under log_dir: how tests
+    find what a command wrote, instead of reading its stdout."""
+    records = sorted((Path(log_dir) / task / "runs").glob("*/run.json"), key=lambda p: p.stat().st_mtime)
+    assert records, f"no {task} run under {log_dir}"
+    return json.loads(records[-1].read_text())
 
 
 @pytest.fixture

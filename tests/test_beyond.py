@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
-from conftest import FAST, compose_train, run_cli
-from mdnlab import mvmixture
-from mdnlab.config import ConfigError
+from conftest import FAST, compose_train, run_cli, run_record
+from mdnlab.dist import mvmixture
+from mdnlab.errors import ConfigError
+from mdnlab.data import TableDataModule
 from mdnlab.models import MixtureDensityNetwork, MSERegression
 from mdnlab.problems import RobotArm
-from mdnlab.table import load
-from mdnlab.train import train
+from mdnlab.problems.table import load
+from mdnlab.cli.train import train
 
 
 def write_csv(path: Path, n=300, seed=0, bad=None):
@@ -79,8 +80,8 @@ def test_bad_tables_get_one_clear_error(tmp_path, case, key, words):
         targets = ["zz"]
     if case == "target is input":
         targets = ["a"]
-    with pytest.raises(ConfigError) as raised:
-        load(path, inputs, targets)
+    with pytest.raises(ConfigError) as raised:  # as mdn-train checks it: constructor, then file
+        TableDataModule(str(path), inputs, targets).check()
     assert raised.value.key == key
     assert words in str(raised.value)
     assert "\n" not in str(raised.value)
@@ -114,6 +115,7 @@ def test_byte_order_mark_and_numeric_headers_are_read(tmp_path):
     assert x.shape == (20, 2) and t[5, 0] == 15
 
 
+@pytest.mark.slow
 def test_bad_table_on_the_command_line_exits_2_with_one_line(tmp_path):
     write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
@@ -143,20 +145,21 @@ def test_training_on_a_csv_with_two_targets(tmp_path):
     assert {"data", "predictions", "mixture_parameters", "samples", "density", "pit"} <= figures
 
 
+@pytest.mark.slow
 def test_one_input_two_targets_sample_without_the_training_file(tmp_path):
     path = write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
     out = run_cli(["mdn-train", "data=table", f"data.path={path}", "data.inputs=[a]", "data.targets=[c,d]",
                    "model.covariance=full", "trainer.max_epochs=2", "data.passes_per_epoch=5",
                    "figures=false", *quiet], tmp_path)
-    run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
-    tested = json.loads((run_dir / "run.json").read_text())["tested_checkpoint"]
+    run_dir = Path(run_record(tmp_path)["run_dir"])
+    tested = run_record(tmp_path)["tested_checkpoint"]
     assert "best-" in tested  # the table has a validation split, so auto picks the best
     path.unlink()  # sampling needs the checkpoint only
     for inputs in ("inputs=[0.5,0.3]", "inputs=[[0.5],[0.3]]"):
-        out = run_cli(["mdn-sample", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs,
-                       "n_samples=20"], tmp_path)
-        saved = np.load(Path(out.stdout.split("written:")[1].split()[0]))
+        run_cli(["mdn-sample", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs,
+                 "n_samples=20"], tmp_path)
+        saved = np.load(run_record(tmp_path, "sample")["files"][0])
         assert saved["samples"].shape == (2, 20, 2) and saved["scale"].shape == (2, 5, 2, 2)
 
 
@@ -245,12 +248,13 @@ def test_robot_arm_defaults_are_config_keys(tmp_path):
     assert cfg.data.theta2_low == pytest.approx(math.pi / 2) and cfg.data.theta2_high == pytest.approx(3 * math.pi / 2)
     assert (cfg.data.n_samples, cfg.data.n_test) == (1000, 1000)
     cfg = compose_train(tmp_path, ["experiment=robot_arm_mdn", "data.theta1_high=0.1"])
-    from mdnlab.config import validate
+    from mdnlab.cli.config import validate
 
     with pytest.raises(ConfigError, match="data.theta1_high"):
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_robot_arm_mdn_beats_least_squares_on_end_effector_error(tmp_path):
     short = ["data.passes_per_epoch=500", "trainer.max_epochs=8", "callbacks.early_stopping=null",
              "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", "figures=false"]
@@ -262,21 +266,21 @@ def test_robot_arm_mdn_beats_least_squares_on_end_effector_error(tmp_path):
     assert mdn["test/nll"] < mse["test/nll"] - 2
 
 
+@pytest.mark.slow
 def test_robot_arm_figures_and_sampling_from_a_checkpoint(tmp_path):
-    out = run_cli(["mdn-train", "experiment=robot_arm_mdn", *FAST], tmp_path)
-    run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
+    run_cli(["mdn-train", "experiment=robot_arm_mdn", *FAST], tmp_path)
+    run_dir = Path(run_record(tmp_path)["run_dir"])
     figures = {p.stem for p in (run_dir / "figures").glob("*.png")}
     assert "endpoint" in figures and "density" in figures
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert {"test/endpoint_rmse_mode", "test/endpoint_rmse_mean", "test/energy_score"} <= set(metrics)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    out = run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[[0.5,0.4],[0.3,0.6]]", "n_samples=50"],
-                  tmp_path)
-    npz = Path(out.stdout.split("written:")[1].split()[0])
-    saved = np.load(npz)
+    run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[[0.5,0.4],[0.3,0.6]]", "n_samples=50"], tmp_path)
+    saved = np.load(run_record(tmp_path, "sample")["files"][0])
     assert saved["samples"].shape == (2, 50, 2) and saved["mu"].shape == (2, 2, 2)
     assert saved["most_probable_mode"].shape == (2, 2) and saved["marginal_density"].shape == (2, 2, 200)
     out = run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[0.5,0.4]"], tmp_path, check=False)
     assert out.returncode == 2 and "one row of 2 per input" in out.stderr
-    out = run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[[0.5,0.4]]", "format=csv"], tmp_path)
-    assert "samples.csv" in out.stdout
+    run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[[0.5,0.4]]", "format=csv"], tmp_path)
+    files = [Path(f).name for f in run_record(tmp_path, "sample")["files"]]
+    assert files == ["summary.csv", "samples.csv", "density.csv"]

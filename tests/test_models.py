@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mdnlab import mixture
+from mdnlab.dist import mixture
 from mdnlab.models import MixtureDensityNetwork, MSERegression
 
 
@@ -56,7 +56,7 @@ def test_sigma_transforms_and_floor(transform):
 
 @pytest.mark.parametrize("sigma_transform, min_sigma", [("exp", 0.0), ("exp", 0.05), ("softplus", 0.0)])
 def test_mdn_loss_fast_path_equals_the_mixture_nll(sigma_transform, min_sigma):
-    from mdnlab import mixture
+    from mdnlab.dist import mixture
 
     torch.manual_seed(0)
     model = MixtureDensityNetwork(sigma_transform=sigma_transform, min_sigma=min_sigma).double()
@@ -73,7 +73,7 @@ def test_mdn_loss_fast_path_equals_the_mixture_nll(sigma_transform, min_sigma):
 
 
 def test_ensemble_training_loss_fast_path_is_the_mean_of_member_nlls():
-    from mdnlab import mixture
+    from mdnlab.dist import mixture
 
     torch.manual_seed(0)
     model = MixtureDensityNetwork(n_members=3).double()
@@ -81,3 +81,35 @@ def test_ensemble_training_loss_fast_path_is_the_mean_of_member_nlls():
     logits, mu, sigma = model.member_parameters(x)
     members = torch.stack([mixture.nll(logits[m], mu[m], sigma[m], y) for m in range(3)])
     torch.testing.assert_close(model.training_loss(x, y), members.mean())
+
+
+def test_an_ensemble_logs_its_training_loss_as_member_nll():
+    """train/nll is a mixture's NLL everywhere; an ensemble optimises its members' mean NLL."""
+    assert MixtureDensityNetwork().training_metric == "nll"
+    assert MixtureDensityNetwork(n_members=3).training_metric == "member_nll"
+    assert MSERegression().training_metric == "mse"
+
+
+@pytest.mark.parametrize("target_dim", [1, 2])
+def test_one_target_and_d_targets_share_one_metrics_path(target_dim):
+    """The one-target mixture scored as itself and as its D = 1 form gives the same shared scores."""
+    from mdnlab.dist import Mixture
+    from mdnlab.eval.metrics import mixture_metrics
+
+    g = torch.Generator().manual_seed(0)
+    n, k = 200, 3
+    m = Mixture(torch.randn(n, k, generator=g, dtype=torch.float64),
+                3 * torch.randn(n, k, generator=g, dtype=torch.float64),
+                torch.rand(n, k, generator=g, dtype=torch.float64) + 0.3)
+    t = 3 * torch.randn(n, generator=g, dtype=torch.float64)
+    one = mixture_metrics(m, t)
+    if target_dim == 1:
+        as_columns = mixture_metrics(m.columns(), t.reshape(-1, 1))
+        for name in ("nll", "crps", "pit_ks", "coverage_50", "coverage_90", "min_sigma", "mse", "mae"):
+            assert as_columns[name] == pytest.approx(one[name], rel=1e-9, abs=1e-12), name
+        assert as_columns["crps_0"] == pytest.approx(one["crps"], rel=1e-12)
+    else:  # the target twice: each marginal is the one-target mixture, so its scores repeat
+        both = Mixture(m.logits, torch.stack([m.mu, m.mu], -1), torch.stack([m.scale, m.scale], -1))
+        scores = mixture_metrics(both, torch.stack([t, t], -1))
+        for name in ("crps", "pit_ks", "coverage_90"):
+            assert scores[f"{name}_0"] == scores[f"{name}_1"] == pytest.approx(one[name], rel=1e-12)

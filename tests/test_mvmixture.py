@@ -1,15 +1,13 @@
 """Multivariate mixture math against torch.distributions and closed forms."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal,
                                  Normal)
 
-from mdnlab import mixture, mvmixture
+from mdnlab.dist import mixture, mvmixture
 
 
 def random_mixture(kind, n=32, k=3, d=2, seed=0):
@@ -128,8 +126,3 @@ def test_gradients_finite_for_full_covariance():
         p.requires_grad_(True)
     mvmixture.nll(logits, mu, scale, 100 * torch.randn(32, 2, dtype=torch.float64)).backward()
     assert all(torch.isfinite(p.grad).all() for p in (logits, mu, scale))
-
-
-def test_module_imports_without_lightning():
-    code = "import sys, mdnlab.mvmixture; assert 'lightning' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)

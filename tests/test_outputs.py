@@ -2,16 +2,17 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, VALIDATED, compose_train, run_cli
-from mdnlab import mixture
-from mdnlab.figures import FIGURES
-from mdnlab.train import train
+from conftest import FAST, VALIDATED, compose_train, run_cli, run_record
+from mdnlab.dist import mixture
+from mdnlab.eval.figures import FIGURES
+from mdnlab.cli.train import train
 
 METRICS = ["nll", "oracle_nll", "excess_nll", "mse_floor", "mse", "mae", "mse_mode", "mae_mode",
            "mae_top_component", "crps", "pit_ks", "coverage_50", "coverage_90",
@@ -60,13 +61,14 @@ def test_tensorboard_has_scalars_images_and_hparams(finished_run):
     assert b"model.n_gaussians" in start and b"data.direction" in start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["npz", "csv"])
 def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
     run, _ = finished_run
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
-    out = run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300",
-                   f"format={fmt}", "grid_points=400"], tmp_path)
-    directory = next((tmp_path / "sample" / "runs").iterdir())
+    run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300",
+             f"format={fmt}", "grid_points=400"], tmp_path)
+    directory = Path(run_record(tmp_path, "sample")["run_dir"])
     if fmt == "npz":
         data = np.load(directory / "samples.npz")
         assert data["samples"].shape == (3, 300)
@@ -90,4 +92,4 @@ def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
             assert sum(1 for _ in handle) == 1 + 3 * 300
         with open(directory / "density.csv") as handle:
             assert sum(1 for _ in handle) == 1 + 3 * 400
-    assert "most probable mode" in out.stdout
+    assert all(Path(f).parent == directory for f in run_record(tmp_path, "sample")["files"])

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, FAST, REPO, compose_train, run_cli
-from mdnlab.config import ConfigError, validate
-from mdnlab.train import train
+from conftest import BIN, FAST, REPO, compose_train, run_cli, run_record
+from mdnlab.cli.config import validate
+from mdnlab.errors import ConfigError
+from mdnlab.cli.train import train
 
 BAD_INPUTS = [
     ("model.n_gaussians=0", "model.n_gaussians"),
@@ -63,6 +64,7 @@ def test_unreadable_and_foreign_checkpoints_are_refused(tmp_path):
             validate(cfg)
 
 
+@pytest.mark.slow
 def test_bad_input_on_the_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path):
     (tmp_path / "keep.txt").write_text("already here")
     for override, key in [("model.n_gaussians=0", "model.n_gaussians"), ("trainer=gpu", "trainer.accelerator"),
@@ -80,6 +82,7 @@ def test_bad_input_on_the_command_line_is_one_line_exit_2_and_writes_nothing(tmp
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_unknown_config_option_gets_hydras_clear_message(tmp_path):
     out = run_cli(["mdn-train", "model=transformer"], tmp_path, check=False)
     assert out.returncode != 0
@@ -95,13 +98,15 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
-def _run_dir(stdout: str) -> Path:
-    return Path(stdout.split("run dir:")[1].split()[0])
+def _run_dir(log_dir: Path) -> Path:
+    return Path(run_record(log_dir)["run_dir"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["resume", "ckpt_path"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form):
-    reference = _run_dir(run_cli(["mdn-train", *SLOW_RUN], tmp_path / "ref").stdout)
+    run_cli(["mdn-train", *SLOW_RUN], tmp_path / "ref")
+    reference = _run_dir(tmp_path / "ref")
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path / "crash"), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([str(BIN / "mdn-train"), *SLOW_RUN], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -122,11 +127,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form):
     assert not (crashed / "metrics.json").exists()  # it really died mid-training
     target = f"resume={crashed}" if form == "resume" else f"ckpt_path={crashed}/checkpoints/last.ckpt"
     args = [target] if form == "resume" else [*SLOW_RUN, target]
-    resumed = _run_dir(run_cli(["mdn-train", *args], tmp_path / "crash").stdout)
+    run_cli(["mdn-train", *args], tmp_path / "crash")
+    resumed = _run_dir(tmp_path / "crash")
     assert resumed == crashed  # continued in its own directory
     assert _metrics(resumed) == _metrics(reference)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
     scheduler = ("model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,"
                  "step_size:2,gamma:1000000.0}")
@@ -154,6 +161,7 @@ def test_same_seed_identical_metrics_json_different_seed_differs(tmp_path):
     assert files[0] != files[2]
 
 
+@pytest.mark.slow
 def test_a_failing_sweep_job_leaves_the_others_intact(tmp_path):
     out = run_cli(["mdn-train", "-m", "model.n_gaussians=2,0,3", *FAST, "figures=false"], tmp_path,
                   check=False)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, VALIDATED, compose_train, run_cli
-from mdnlab.train import train
+from conftest import FAST, VALIDATED, compose_train, run_cli, run_record
+from mdnlab.cli.train import train
 
 
 @pytest.mark.parametrize("experiment", ["mdn_inverted", "seed_mse_forward"])
@@ -55,21 +55,22 @@ def test_seed_zero_is_a_seed(tmp_path):
     assert a["test/nll"] != c["test/nll"]
 
 
+@pytest.mark.slow
 def test_mdn_train_then_mdn_eval_reproduces_the_test_metric(tmp_path):
-    out = run_cli(["mdn-train", *FAST], tmp_path)
-    assert "run dir:" in out.stdout and "test/nll" in out.stdout
-    run_dir = Path(out.stdout.split("run dir:")[1].split()[0])
-    train_metrics = json.loads((run_dir / "metrics.json").read_text())
-    best = json.loads((run_dir / "run.json").read_text())["tested_checkpoint"]
-    evaluated = run_cli(["mdn-eval", f"ckpt_path={best}"], tmp_path)
-    eval_dir = Path(evaluated.stdout.split("written to")[1].strip()).parent
+    run_cli(["mdn-train", *FAST], tmp_path)
+    record = run_record(tmp_path)
+    train_metrics = json.loads((Path(record["run_dir"]) / "metrics.json").read_text())
+    assert record["metrics"] == train_metrics["metrics"]
+    run_cli(["mdn-eval", f"ckpt_path={record['tested_checkpoint']}"], tmp_path)
+    eval_dir = Path(run_record(tmp_path, "eval")["run_dir"])
     eval_metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
     for name, value in eval_metrics.items():
         assert value == pytest.approx(train_metrics["metrics"][name], rel=1e-9, abs=1e-12), name
 
 
+@pytest.mark.slow
 def test_multirun_two_jobs(tmp_path):
-    out = run_cli(["mdn-train", "-m", "model.n_gaussians=1,3", *FAST], tmp_path)
+    run_cli(["mdn-train", "-m", "model.n_gaussians=1,3", *FAST], tmp_path)
     sweeps = list((tmp_path / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -81,7 +82,7 @@ def test_multirun_two_jobs(tmp_path):
     assert not any(c in j.name for j in jobs for c in "=,")
     nlls = [json.loads((j / "metrics.json").read_text())["metrics"]["test/nll"] for j in jobs]
     assert all(1.0 < v < 10 for v in nlls) and nlls[0] != nlls[1]
-    assert out.stdout.count("run dir:") == 2
+    assert all((j / "run.json").is_file() for j in jobs)
 
 
 def test_fast_path_and_hooked_path_train_identically(tmp_path):
@@ -90,7 +91,7 @@ def test_fast_path_and_hooked_path_train_identically(tmp_path):
     import torch
     from lightning.pytorch import Callback
 
-    from mdnlab.train import build
+    from mdnlab.cli.train import build
 
     class Listener(Callback):
         calls = 0
@@ -133,6 +134,7 @@ def test_default_recipe_trains_on_every_point_without_validation(tmp_path):
     assert train_points["train_fraction"] == 1.0
 
 
+@pytest.mark.slow
 def test_best_checkpoint_without_validation_is_refused(tmp_path):
     out = run_cli(["mdn-train", "test_checkpoint=best", *FAST], tmp_path, check=False)
     assert out.returncode == 2

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mdnlab.config import ConfigError
+from mdnlab.errors import ConfigError
 
 
 def read(path: Any, key: str = "ckpt_path") -> dict[str, Any]:
@@ -31,10 +31,10 @@ def restore(checkpoint: dict[str, Any]):
     """(model, datamodule) rebuilt from a checkpoint; the model in eval mode on the CPU."""
     import lightning as L
 
-    from mdnlab.models import _Regressor
+    from mdnlab.models.base import Regressor
 
     info = checkpoint["mdnlab"]
-    model = _class(info["model_class"], _Regressor)(**checkpoint["hyper_parameters"])
+    model = _class(info["model_class"], Regressor)(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     datamodule = None
     if info.get("datamodule_class"):

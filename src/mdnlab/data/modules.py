@@ -1,134 +1,64 @@
 """LightningDataModules: a problem's draws become standardised, split, in-memory tensors.
 
-Batches are served straight from memory (no Dataset, no DataLoader collation): for a model
-this small, the DataLoader machinery costs more than the training step itself. The tensors
-move to the training device once, in ``setup``, and stay there.
+The tensors move to the training device once, in ``setup``, and stay there. Each module checks
+its own arguments in its constructor (one ConfigError naming the key); ``check()`` does the
+checks that read files.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from mdnlab.config import ConfigError
-from mdnlab.problems import RobotArm, Sinusoid
+from mdnlab.data.batches import Standardizer, TensorBatches, split_sizes
+from mdnlab.errors import ConfigError, integer, number
+from mdnlab.problems import RobotArm, Sinusoid, Table
 
 # data.val_fraction=0 (no validation split) is deliberate; Lightning would warn about it every fit
 warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
 
 
-@dataclass
-class Standardizer:
-    """Affine maps to and from the train split's zero-mean, unit-variance coordinates."""
-
-    input_mean: Tensor
-    input_std: Tensor
-    target_mean: Tensor
-    target_std: Tensor
-
-    @classmethod
-    def fit(cls, inputs: Tensor, targets: Tensor) -> "Standardizer":
-        return cls(inputs.mean(0), _safe_std(inputs), targets.mean(0), _safe_std(targets))
-
-    @classmethod
-    def identity(cls, inputs: Tensor, targets: Tensor) -> "Standardizer":
-        zeros = lambda t: torch.zeros_like(t[0])  # noqa: E731
-        ones = lambda t: torch.ones_like(t[0])  # noqa: E731
-        return cls(zeros(inputs), ones(inputs), zeros(targets), ones(targets))
-
-    def as_dict(self) -> dict[str, Tensor]:
-        return dict(self.__dict__)
-
-
-class TensorBatches:
-    """An iterable over (inputs, targets) batches of in-memory tensors, one epoch per iteration.
-
-    ``batch_size=None`` serves the whole split as one batch, ``repeats`` times per epoch: with
-    full batches one Lightning epoch can then hold many optimiser steps, so the per-epoch work
-    (validation, checkpointing, logging) is paid once per ``repeats`` steps. With a batch size,
-    each pass is shuffled. ``input_noise``/``target_noise`` add fresh Gaussian noise to every
-    batch (noise regularisation).
-
-    The shuffling and noise of an epoch are drawn from generators seeded by (seed, rank,
-    epoch), with the epoch read from ``epoch_of()``: a run resumed at epoch e draws exactly
-    what the uninterrupted run drew there, and DDP ranks draw different noise.
-    """
-
-    def __init__(self, inputs: Tensor, targets: Tensor, batch_size: int | None = None,
-                 repeats: int = 1, shuffle: bool = False, seed: int = 0, rank: int = 0,
-                 input_noise: float = 0.0, target_noise: float = 0.0,
-                 epoch_of: Callable[[], int] | None = None) -> None:
-        self.inputs, self.targets = inputs, targets
-        self.batch_size, self.repeats, self.shuffle = batch_size, repeats, shuffle
-        self.seed, self.rank, self.noise = seed, rank, (input_noise, target_noise)
-        self._epochs_served = 0
-        self.epoch_of = epoch_of or (lambda: self._epochs_served)
-
-    def __len__(self) -> int:
-        if self.batch_size is None:
-            return self.repeats
-        return self.repeats * math.ceil(len(self.inputs) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.epoch_of()
-        self._epochs_served += 1
-        order_rng = torch.Generator().manual_seed(_stream(self.seed, self.rank, epoch, 0))
-        noise_rng = None
-        if any(self.noise):
-            noise_rng = torch.Generator(self.inputs.device)
-            noise_rng.manual_seed(_stream(self.seed, self.rank, epoch, 1))
-        n = len(self.inputs)
-        for _ in range(self.repeats):
-            if self.batch_size is None or self.batch_size >= n:
-                yield self._jitter(self.inputs, self.targets, noise_rng)
-                continue
-            order = torch.randperm(n, generator=order_rng) if self.shuffle else torch.arange(n)
-            for idx in order.to(self.inputs.device).split(self.batch_size):
-                yield self._jitter(self.inputs[idx], self.targets[idx], noise_rng)
-
-    def _jitter(self, x: Tensor, y: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        if rng is None:
-            return x, y
-        input_noise, target_noise = self.noise
-        if input_noise:
-            x = x + input_noise * torch.randn(x.shape, generator=rng, device=x.device)
-        if target_noise:
-            y = y + target_noise * torch.randn(y.shape, generator=rng, device=y.device)
-        return x, y
-
-
-def _stream(*parts: int) -> int:
-    """A 63-bit seed for one (seed, rank, epoch, purpose) stream: deterministic across runs
-    (Python hashes tuples of ints without salt)."""
-    return hash(tuple(int(p) for p in parts)) & (2**63 - 1)
-
-
 class ArrayDataModule(L.LightningDataModule):
     """What every data module shares: raw splits in original units (``raw``, on the CPU), the
     train split's standardisation, standardised splits on the training device (``splits``),
-    equal DDP shards and in-memory batches. A subclass says where the points come from by
-    implementing ``draw()``, and names its columns in ``input_names``/``target_names``.
+    equal DDP shards and in-memory batches. A subclass gives the problem (which names the
+    variables) and says where the points come from by implementing ``draw()``.
 
     Under DDP each rank trains and validates on its own shard of train and val; the test split
     is evaluated whole, on rank 0.
     """
 
-    input_names: tuple[str, ...] = ("input",)
-    target_names: tuple[str, ...] = ("target",)
-    problem = None  # an object with the problem's oracle, where one is known
-
-    def __init__(self) -> None:
+    def __init__(self, problem, seed: int, train_fraction: float, val_fraction: float,
+                 batch_size: int | None, passes_per_epoch: int, input_noise: float,
+                 target_noise: float) -> None:
         super().__init__()
+        integer("data.seed", seed, 0)
+        train = number("data.train_fraction", train_fraction, "a number in (0, 1]", lambda v: 0 < v <= 1)
+        val = number("data.val_fraction", val_fraction, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        if train + val > 1 + 1e-9:
+            raise ConfigError("data.val_fraction", val,
+                              f"data.train_fraction + data.val_fraction ≤ 1 (train_fraction={train})")
+        for key, value in (("data.input_noise", input_noise), ("data.target_noise", target_noise)):
+            number(key, value, "a finite number ≥ 0", lambda v: v >= 0)
+        integer("data.batch_size", batch_size, 1, optional=True)
+        integer("data.passes_per_epoch", passes_per_epoch, 1)
+        self.problem = problem
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}  # standardised, on the device
         self.raw: dict[str, tuple[Tensor, Tensor]] = {}  # original units, on the CPU
         self.standardizer: Standardizer | None = None
         self.rank = 0
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.problem.input_names)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(self.problem.target_names)
 
     @property
     def input_dim(self) -> int:
@@ -137,6 +67,9 @@ class ArrayDataModule(L.LightningDataModule):
     @property
     def target_dim(self) -> int:
         return len(self.target_names)
+
+    def check(self) -> None:
+        """Checks that need more than the arguments (a file's contents); nothing by default."""
 
     def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
         """The raw train/val/test splits, (inputs (n, input_dim), targets (n, target_dim))."""
@@ -198,12 +131,20 @@ class _ProblemDataModule(ArrayDataModule):
     test draw of that size from the same generator after the pool: low-noise held-out numbers
     without taking from the training budget."""
 
+    def __init__(self, problem, n_samples: int, n_test: int | None, **shared) -> None:
+        super().__init__(problem, **shared)
+        integer("data.n_samples", n_samples, 2)
+        integer("data.n_test", n_test, 1, optional=True)
+        n_train, n_val, n_rest = split_sizes(n_samples, shared["train_fraction"], shared["val_fraction"])
+        if n_train < 2 or (shared["val_fraction"] > 0 and n_val < 1) or (n_test is None and n_rest < 1):
+            raise ConfigError("data.n_samples", n_samples, "enough points for ≥ 2 train, ≥ 1 val and "
+                              f"≥ 1 test (got {n_train}/{n_val}/{n_rest}); raise it or set data.n_test")
+
     def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
         hp = self.hparams
         generator = torch.Generator().manual_seed(int(hp.seed))
         inputs, targets = self.problem.sample(hp.n_samples, generator)
-        n_train = int(round(hp.train_fraction * hp.n_samples))
-        n_val = int(round(hp.val_fraction * hp.n_samples))
+        n_train, n_val, _ = split_sizes(hp.n_samples, hp.train_fraction, hp.val_fraction)
         raw = {"train": (inputs[:n_train], targets[:n_train]),
                "val": (inputs[n_train:n_train + n_val], targets[n_train:n_train + n_val])}
         if hp.n_test:
@@ -224,18 +165,17 @@ class SinusoidDataModule(_ProblemDataModule):
                  batch_size: int | None = None, passes_per_epoch: int = 1,
                  standardize: bool = True, input_noise: float = 0.0,
                  target_noise: float = 0.0) -> None:
-        super().__init__()
+        problem = Sinusoid(direction=direction, noise_std=noise_std, x_low=x_low, x_high=x_high)
+        super().__init__(problem, n_samples, n_test, seed=seed, train_fraction=train_fraction,
+                         val_fraction=val_fraction, batch_size=batch_size,
+                         passes_per_epoch=passes_per_epoch, input_noise=input_noise,
+                         target_noise=target_noise)
         self.save_hyperparameters(logger=False)
-        self.problem = Sinusoid(direction=direction, noise_std=noise_std, x_low=x_low, x_high=x_high)
-        self.input_names, self.target_names = (("x",), ("y",)) if direction == "forward" else (("y",), ("x",))
 
 
 class RobotArmDataModule(_ProblemDataModule):
     """Bishop's (1994) two-link arm, inverted: end-effector position (x1, x2) → joint angles
     (θ1, θ2); see ``RobotArm``."""
-
-    input_names = ("x1", "x2")
-    target_names = ("theta1", "theta2")
 
     def __init__(self, n_samples: int = 1000, n_test: int | None = 1000, seed: int = 0,
                  link1: float = 0.8, link2: float = 0.2, theta1_low: float = 0.3,
@@ -244,35 +184,49 @@ class RobotArmDataModule(_ProblemDataModule):
                  train_fraction: float = 0.9, val_fraction: float = 0.1,
                  batch_size: int | None = None, passes_per_epoch: int = 1, standardize: bool = True,
                  input_noise: float = 0.0, target_noise: float = 0.0) -> None:
-        super().__init__()
+        problem = RobotArm(link1=link1, link2=link2, theta1_low=theta1_low, theta1_high=theta1_high,
+                           theta2_low=theta2_low, theta2_high=theta2_high, noise_std=noise_std)
+        super().__init__(problem, n_samples, n_test, seed=seed, train_fraction=train_fraction,
+                         val_fraction=val_fraction, batch_size=batch_size,
+                         passes_per_epoch=passes_per_epoch, input_noise=input_noise,
+                         target_noise=target_noise)
         self.save_hyperparameters(logger=False)
-        self.problem = RobotArm(link1=link1, link2=link2, theta1_low=theta1_low,
-                                theta1_high=theta1_high, theta2_low=theta2_low,
-                                theta2_high=theta2_high, noise_std=noise_std)
 
 
 class TableDataModule(ArrayDataModule):
-    """Your own data: named input and target columns of a CSV file (header row, comma
-    separated) or an NPZ file (one 1-D array per name). Rows are shuffled with ``seed`` and
-    split into train/val/test by ``train_fraction``/``val_fraction`` (the rest is test).
-    ``mdnlab.table.load`` checks the file and says in one line what is wrong with it."""
+    """Your own data (``Table``): rows shuffled with ``seed`` and split into train/val/test by
+    ``train_fraction``/``val_fraction`` (the rest is test). The file is read by ``check()`` and
+    ``draw()``, not by the constructor, so a checkpoint rebuilds this module without the file."""
 
     def __init__(self, path: str, inputs: list[str], targets: list[str], seed: int = 0,
                  train_fraction: float = 0.8, val_fraction: float = 0.1,
                  batch_size: int | None = None, passes_per_epoch: int = 1, standardize: bool = True,
                  input_noise: float = 0.0, target_noise: float = 0.0) -> None:
-        super().__init__()
+        problem = Table(path, inputs, targets)
+        super().__init__(problem, seed=seed, train_fraction=train_fraction,
+                         val_fraction=val_fraction, batch_size=batch_size,
+                         passes_per_epoch=passes_per_epoch, input_noise=input_noise,
+                         target_noise=target_noise)
         # plain str/list, read by save_hyperparameters: a checkpoint must load with weights_only
-        path, inputs, targets = str(path), [str(c) for c in inputs], [str(c) for c in targets]
+        path, inputs, targets = problem.path, list(problem.inputs), list(problem.targets)
         self.save_hyperparameters(logger=False)
-        self.input_names, self.target_names = tuple(inputs), tuple(targets)
+        self._rows: tuple[Tensor, Tensor] | None = None
+
+    def check(self) -> None:
+        """Read the file: the columns exist and hold finite numbers, enough rows for the splits."""
+        inputs, _ = self._rows = self.problem.load()
+        hp = self.hparams
+        n_train, n_val, n_test = split_sizes(len(inputs), hp.train_fraction, hp.val_fraction)
+        if n_train < 2 or (hp.val_fraction > 0 and n_val < 1) or n_test < 1:
+            raise ConfigError("data.path", hp.path, f"a file with enough rows for ≥ 2 train, ≥ 1 val "
+                              f"and ≥ 1 test points at train_fraction={hp.train_fraction}, "
+                              f"val_fraction={hp.val_fraction} (it has {len(inputs)})")
 
     def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
-        from mdnlab.table import load, split_sizes
-
+        if self._rows is None:
+            self.check()
+        inputs, targets = self._rows
         hp = self.hparams
-        inputs, targets = load(hp.path, self.input_names, self.target_names,
-                               hp.train_fraction, hp.val_fraction)
         n_train, n_val, _ = split_sizes(len(inputs), hp.train_fraction, hp.val_fraction)
         order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(int(hp.seed)))
         inputs, targets = inputs[order], targets[order]
@@ -280,8 +234,3 @@ class TableDataModule(ArrayDataModule):
         return {"train": (inputs[:cut[0]], targets[:cut[0]]),
                 "val": (inputs[cut[0]:cut[1]], targets[cut[0]:cut[1]]),
                 "test": (inputs[cut[1]:], targets[cut[1]:])}
-
-
-def _safe_std(t: Tensor) -> Tensor:
-    std = t.std(0)
-    return torch.where(std > 0, std, torch.ones_like(std))

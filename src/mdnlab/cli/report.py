@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mdnlab.evaluation import write_text_atomic
+from mdnlab.io import write_text_atomic
 
 COLUMNS = ["job", "overrides", "status", "val/best_nll", "test/nll", "test/excess_nll",
            "epochs", "wall_s", "error"]

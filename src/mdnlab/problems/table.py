@@ -1,4 +1,4 @@
-"""Reading the user's own data: named numeric columns of a CSV or NPZ file, checked.
+"""The user's own data as a problem: named numeric columns of a CSV or NPZ file, checked.
 
 Every problem with the file is one ConfigError naming the config key, what was found and what
 is allowed, raised before anything is trained or written. numpy is used here, at the edge, to
@@ -9,55 +9,74 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from mdnlab.config import ConfigError
+from mdnlab.errors import ConfigError
 
 FORMATS = (".csv", ".npz")
 
 
-def split_sizes(n_rows: int, train_fraction: float, val_fraction: float) -> tuple[int, int, int]:
-    n_train, n_val = int(round(train_fraction * n_rows)), int(round(val_fraction * n_rows))
-    return n_train, n_val, n_rows - n_train - n_val
+@dataclass(frozen=True)
+class Table:
+    """Your own data: named input and target columns of a CSV file (header row, comma
+    separated) or an NPZ file (one 1-D array per name). Nothing knows its true density."""
+
+    path: str
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...]
+    has_oracle = False
+
+    def __post_init__(self) -> None:
+        if self.path is None or str(self.path) in ("", "???"):
+            raise ConfigError("data.path", self.path, "the path of a CSV or NPZ file")
+        if Path(str(self.path)).suffix.lower() not in FORMATS:
+            raise ConfigError("data.path", str(self.path), "a file ending in " + " or ".join(FORMATS))
+        for key, names in (("data.inputs", self.inputs), ("data.targets", self.targets)):
+            if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__") or not list(names):
+                raise ConfigError(key, names, "a non-empty list of column names, e.g. [x1,x2]")
+        # a header of numbers arrives from the command line as ints: names are strings
+        object.__setattr__(self, "path", str(self.path))
+        object.__setattr__(self, "inputs", tuple(str(n) for n in self.inputs))
+        object.__setattr__(self, "targets", tuple(str(n) for n in self.targets))
+        overlap = set(self.inputs) & set(self.targets)
+        if overlap:
+            raise ConfigError("data.targets", sorted(overlap)[0], "a column that is not also an input")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.inputs
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return self.targets
+
+    def directions(self, inputs: Tensor, targets: Tensor) -> list[tuple["Table", Tensor, Tensor]]:
+        return [(self, inputs, targets)]
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        """(inputs (n, len(inputs)), targets (n, len(targets))) as float32, checked."""
+        columns = read_columns(self.path)
+        for key, names in (("data.inputs", self.inputs), ("data.targets", self.targets)):
+            for name in names:
+                if name not in columns:
+                    raise ConfigError(key, name, f"a column of {self.path}: {', '.join(columns)}")
+        return (torch.stack([_numeric(columns, n, self.path) for n in self.inputs], 1),
+                torch.stack([_numeric(columns, n, self.path) for n in self.targets], 1))
 
 
-def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str],
-         train_fraction: float = 0.8, val_fraction: float = 0.1) -> tuple[Tensor, Tensor]:
-    """(inputs (n, len(inputs)), targets (n, len(targets))) as float32, checked."""
-    columns = read_columns(path)
-    for key, names in (("data.inputs", inputs), ("data.targets", targets)):
-        if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__") or not names:
-            raise ConfigError(key, names, "a non-empty list of column names, e.g. [x1,x2]")
-    # a header of numbers arrives from the command line as ints: names are strings
-    inputs, targets = [str(n) for n in inputs], [str(n) for n in targets]
-    for key, names in (("data.inputs", inputs), ("data.targets", targets)):
-        for name in names:
-            if name not in columns:
-                raise ConfigError(key, name, f"a column of {path}: {', '.join(columns)}")
-    overlap = set(inputs) & set(targets)
-    if overlap:
-        raise ConfigError("data.targets", sorted(overlap)[0], "a column that is not also an input")
-    n_rows = len(next(iter(columns.values())))
-    n_train, n_val, n_test = split_sizes(n_rows, train_fraction, val_fraction)
-    if n_train < 2 or (val_fraction > 0 and n_val < 1) or n_test < 1:
-        raise ConfigError("data.path", str(path),
-                          f"a file with enough rows for ≥ 2 train, ≥ 1 val and ≥ 1 test points at "
-                          f"train_fraction={train_fraction}, val_fraction={val_fraction} (it has {n_rows})")
-    return (torch.stack([_numeric(columns, n, path) for n in inputs], 1),
-            torch.stack([_numeric(columns, n, path) for n in targets], 1))
+def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """``Table(path, inputs, targets).load()``."""
+    return Table(path, inputs, targets).load()
 
 
 def read_columns(path: str | Path) -> dict[str, list]:
     """Column name → values (strings for CSV, arrays' items for NPZ), all of one length."""
-    if path is None or str(path) in ("", "???"):
-        raise ConfigError("data.path", path, "the path of a CSV or NPZ file")
     file = Path(path).expanduser()
-    if file.suffix.lower() not in FORMATS:
-        raise ConfigError("data.path", str(path), "a file ending in " + " or ".join(FORMATS))
     if not file.is_file():
         raise ConfigError("data.path", str(path), "an existing file (no file at that path)")
     columns = _read_csv(file) if file.suffix.lower() == ".csv" else _read_npz(file)

@@ -1,6 +1,6 @@
 """mdn-eval ckpt_path=<file>: score a checkpoint on a split of the data it was trained on,
 rebuilt from the checkpoint itself; prints the metrics and writes them to metrics.json in
-this command's own run directory."""
+this command's own run directory (with run.json, as mdn-train's)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mdnlab.config import CONFIG_DIR, ConfigError
-from mdnlab.entry import quiet_lightning, run_entry_point
+from mdnlab.cli.config import CONFIG_DIR
+from mdnlab.cli.entry import quiet_lightning, run_entry_point
+from mdnlab.errors import ConfigError
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     from mdnlab import checkpoint
-    from mdnlab.evaluation import evaluate, write_json_atomic
+    from mdnlab.eval.metrics import evaluate
+    from mdnlab.io import write_json_atomic
 
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError("split", cfg.split, "one of train, val, test")
@@ -26,6 +28,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     metrics = evaluate(model, datamodule, cfg.split)
     out = Path(cfg.paths.output_dir)
     write_json_atomic(out / "metrics.json", {"metrics": metrics, "ckpt_path": str(cfg.ckpt_path)})
+    write_json_atomic(out / "run.json", {"run_dir": str(out), "ckpt_path": str(cfg.ckpt_path),
+                                         "split": cfg.split, "metrics": metrics})
     for name, value in sorted(metrics.items()):
         print(f"{name:32s} {value:.6g}")
     print(f"written to {out / 'metrics.json'}")

@@ -1,6 +1,6 @@
-"""mdn-train: compose the config, validate it, fit, score the best checkpoint on the test split,
+"""mdn-train: compose the config, check it, fit, score the chosen checkpoint on the test split,
 and leave everything in the run directory (config, TensorBoard events, checkpoints,
-metrics.json)."""
+metrics.json, run.json, figures)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mdnlab.config import CONFIG_DIR, validate
-from mdnlab.entry import quiet_lightning, resume_arguments, run_entry_point
-
+from mdnlab.cli.config import CONFIG_DIR, check_run, has_validation, instantiate_checked
+from mdnlab.cli.entry import quiet_lightning, resume_arguments, run_entry_point
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -29,18 +28,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return finish(cfg, trainer, model, datamodule, fit_seconds)
 
 
-def _resume_from(cfg: DictConfig) -> str | None:
-    """ckpt_path, or (auto_resume) the job directory's own last.ckpt: a requeued cluster job
-    starts again in the same directory and picks up where it was stopped."""
-    if cfg.get("ckpt_path") is not None:
-        return str(cfg.ckpt_path)
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    return str(last) if cfg.get("auto_resume", True) and last.is_file() else None
-
-
 def build(cfg: DictConfig):
-    """Validate the config, seed, and instantiate (datamodule, model, trainer) from it."""
-    validate(cfg)
+    """Check the config, seed, and instantiate (datamodule, model, trainer) from it."""
+    check_run(cfg)
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -50,10 +40,7 @@ def build(cfg: DictConfig):
         torch.set_num_threads(int(cfg.torch_threads))
         os.environ["OMP_NUM_THREADS"] = str(int(cfg.torch_threads))  # for spawned DDP ranks too
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
-    datamodule = instantiate(cfg.data)
-    # the data decide the model's input and target sizes; optimizer/scheduler stay configs
-    model = instantiate(cfg.model, input_dim=datamodule.input_dim, target_dim=datamodule.target_dim,
-                        _recursive_=False)
+    datamodule, model = instantiate_checked(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers),
                            validates=has_validation(cfg))
@@ -68,9 +55,13 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
-def has_validation(cfg: DictConfig) -> bool:
-    """Whether the run's data keep a validation split (data.val_fraction > 0)."""
-    return OmegaConf.select(cfg, "data.val_fraction", default=0.1) > 0
+def _resume_from(cfg: DictConfig) -> str | None:
+    """ckpt_path, or (auto_resume) the job directory's own last.ckpt: a requeued cluster job
+    starts again in the same directory and picks up where it was stopped."""
+    if cfg.get("ckpt_path") is not None:
+        return str(cfg.ckpt_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if cfg.get("auto_resume", True) and last.is_file() else None
 
 
 def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool = True) -> list:
@@ -90,57 +81,106 @@ def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool 
     return callbacks
 
 
-def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> dict[str, float]:
-    """Score the best checkpoint, log the scores and hparams, write metrics.json."""
-    from mdnlab import checkpoint as ckpt
-    from mdnlab.evaluation import evaluate, write_json_atomic
+# ---- after the fit: the steps of finish ------------------------------------------------------
 
-    checkpoint = trainer.checkpoint_callback
-    tested_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    choice = cfg.get("test_checkpoint", "auto")
-    if choice == "auto":
-        choice = "best" if has_validation(cfg) else "last"
-    if choice == "last":  # the weights as training left them
-        tested_path = str(last) if last.is_file() else ""
-    tested_model = ckpt.load(tested_path)[0] if tested_path else model.cpu()
-    metrics = evaluate(tested_model, datamodule, "test")
+def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> dict[str, float]:
+    """Score the chosen checkpoint, record the results, log them, draw the figures."""
     run_dir = Path(cfg.paths.output_dir)
-    monitor = f"val/{model.metric}"
-    best_score = getattr(checkpoint, "best_model_score", None) if checkpoint else None
-    if best_score is None:
-        best_score = trainer.callback_metrics.get(monitor)
-    metrics[f"val/best_{model.metric}"] = float(best_score) if best_score is not None else float("nan")
-    metrics["train/epochs"] = float(trainer.current_epoch)
-    metrics["train/steps"] = float(trainer.global_step)
-    figures = draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)) if cfg.get("figures", True) else {}
+    tested_path = choose_checkpoint(cfg, trainer)
+    tested_model = _load(tested_path) if tested_path else model.cpu()
+    metrics = score(tested_model, datamodule, trainer, model.metric)
+    record(run_dir, metrics, tested_path, fit_seconds)
+    log_results(trainer, cfg, metrics, model.metric)
+    if cfg.get("figures", True):
+        log_figures(trainer, draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)))
     for logger in trainer.loggers:
-        if figures and hasattr(logger.experiment, "add_image"):
-            for name, rgb in figures.items():
-                logger.experiment.add_image(f"figures/{name}", rgb, trainer.global_step,
-                                            dataformats="HWC")
-        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
-                           step=trainer.global_step)
-        logger.log_hyperparams(hparams_of(cfg), metrics={
-            f"hp/best_val_{model.metric}": metrics[f"val/best_{model.metric}"],
-            f"hp/test_{model.metric}": metrics[f"test/{model.metric}"]})
         logger.save()
-    # metrics.json holds only what the seed determines (so two runs of one seed match byte for
-    # byte); where and how long goes to run.json
-    write_json_atomic(run_dir / "metrics.json", {
-        "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
-    write_json_atomic(run_dir / "run.json", {
-        "run_dir": str(run_dir), "tested_checkpoint": tested_path, "fit_seconds": fit_seconds})
     print(f"run dir: {run_dir}")
     print(summary_line(metrics))
     return metrics
 
 
-def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
-    """The seven figures as PNG files in <run dir>/figures; their pixels for the loggers."""
-    from mdnlab import figures
+def choose_checkpoint(cfg: DictConfig, trainer) -> str:
+    """The checkpoint test_checkpoint asks for: best on val/<metric>, or last.ckpt (auto: best
+    when the run has a validation split); "" when none was written (the model as it is)."""
+    choice = cfg.get("test_checkpoint", "auto")
+    if choice == "auto":
+        choice = "best" if has_validation(cfg) else "last"
+    if choice == "last":  # the weights as training left them
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else ""
+    checkpoint = trainer.checkpoint_callback
+    return getattr(checkpoint, "best_model_path", "") if checkpoint else ""
 
-    return figures.render_all(figures.draw_all(model, datamodule, seed=seed), run_dir / "figures")
+
+def _load(path: str):
+    from mdnlab import checkpoint
+
+    return checkpoint.load(path)[0]
+
+
+def score(model, datamodule, trainer, metric: str) -> dict[str, float]:
+    """Test metrics of ``model``, with the best validation score and the training length."""
+    from mdnlab.eval.metrics import evaluate
+
+    metrics = evaluate(model, datamodule, "test")
+    checkpoint = trainer.checkpoint_callback
+    best = getattr(checkpoint, "best_model_score", None) if checkpoint else None
+    if best is None:
+        best = trainer.callback_metrics.get(f"val/{metric}")
+    metrics[f"val/best_{metric}"] = float(best) if best is not None else float("nan")
+    metrics["train/epochs"] = float(trainer.current_epoch)
+    metrics["train/steps"] = float(trainer.global_step)
+    return metrics
+
+
+def record(run_dir: Path, metrics: dict[str, float], tested_path: str, fit_seconds: float) -> None:
+    """metrics.json holds only what the seed determines (two runs of one seed match byte for
+    byte); run.json adds where and how long: what scripts and tests read, never stdout."""
+    from mdnlab.io import write_json_atomic
+
+    write_json_atomic(run_dir / "metrics.json", {
+        "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
+    write_json_atomic(run_dir / "run.json", {
+        "run_dir": str(run_dir), "tested_checkpoint": tested_path, "fit_seconds": fit_seconds,
+        "metrics": metrics})
+
+
+def log_results(trainer, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
+                           step=trainer.global_step)
+        logger.log_hyperparams(hparams_of(cfg), metrics={
+            f"hp/best_val_{metric}": metrics[f"val/best_{metric}"],
+            f"hp/test_{metric}": metrics[f"test/{metric}"]})
+
+
+def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
+    """The figures as PNG files in <run dir>/figures; their pixels for the loggers. The
+    least-squares fits they show are the project's MSERegression, fitted here."""
+    from mdnlab.eval import figures
+
+    least_squares = fit_least_squares_views(datamodule, seed) if figures.shows_least_squares(datamodule) else []
+    drawn = figures.draw_all(model, datamodule, least_squares, seed=seed)
+    return figures.render_all(drawn, run_dir / "figures")
+
+
+def fit_least_squares_views(datamodule, seed: int) -> list[tuple]:
+    """[(problem, inputs, targets, MSERegression fitted to them)] for every direction in which
+    the problem reads its training split (the sinusoid: forward and inverted)."""
+    from mdnlab.models import fit_least_squares
+
+    datamodule.prepare_splits()
+    inputs, targets = datamodule.raw["train"]
+    return [(problem, x, t, fit_least_squares(x, t, seed))
+            for problem, x, t in datamodule.problem.directions(inputs, targets)]
+
+
+def log_figures(trainer, figures: dict) -> None:
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_image"):
+            for name, rgb in figures.items():
+                logger.experiment.add_image(f"figures/{name}", rgb, trainer.global_step, dataformats="HWC")
 
 
 def summary_line(metrics: dict[str, float]) -> str:

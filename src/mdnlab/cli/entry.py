@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from mdnlab.config import ConfigError
+from mdnlab.errors import ConfigError, NonFiniteLossError
 
 
 def output_dir() -> Path:
@@ -38,8 +38,6 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """
     from omegaconf.errors import MissingMandatoryValue
 
-    from mdnlab.models import NonFiniteLossError
-
     try:
         return task(cfg)
     except MissingMandatoryValue as raised:  # a `???` in the config that the command left out
@@ -63,7 +61,6 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 def _from_rank(error: Exception) -> Exception | None:
     """A NonFiniteLossError raised in a spawned DDP rank reaches us as the rank's traceback text
     inside another exception; recover its one line."""
-    from mdnlab.models import NonFiniteLossError
 
     marker = "NonFiniteLossError: "
     lines = [ln for ln in str(error).splitlines() if marker in ln]
@@ -130,5 +127,5 @@ def quiet_lightning() -> None:
         lambda record: not str(record.msg).startswith("💡"))
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # training_step(dataloader_iter) is deliberate (see models._Regressor.training_step)
+    # training_step(dataloader_iter) is deliberate (see models.fast_loop)
     warnings.filterwarnings("ignore", message=r".*dataloader_iter.*")

@@ -1,0 +1,7 @@
+"""Data modules: a problem's points as standardised, split, in-memory tensors for Lightning."""
+
+from mdnlab.data.batches import Standardizer, TensorBatches, split_sizes
+from mdnlab.data.modules import ArrayDataModule, RobotArmDataModule, SinusoidDataModule, TableDataModule
+
+__all__ = ["ArrayDataModule", "RobotArmDataModule", "SinusoidDataModule", "Standardizer",
+           "TableDataModule", "TensorBatches", "split_sizes"]

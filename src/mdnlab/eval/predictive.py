@@ -1,0 +1,73 @@
+"""The predictive distribution at given inputs, summarised for ``mdn-sample``: draws, mean,
+standard deviation, modes, the mixture's parameters and each target's density on a grid. One
+path for one and for D targets; with one target the target axis is dropped."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mdnlab.eval.metrics import predict
+
+
+def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, temperature: float,
+                       low: Tensor, high: Tensor, grid_points: int) -> dict[str, Tensor]:
+    """float64 tensors by name, for n inputs (rows of ``inputs``), K components, D targets:
+
+        inputs (n, I)   samples (n, S, D)   mean, std, most_probable_mode (n, D)
+        modes (n, K, D) with modes_log_density (n, K)   pi (n, K)   mu (n, K, D)
+        scale: σ (n, K, D) or Cholesky factors (n, K, D, D)
+        grid (G, D) from ``low`` to ``high``, marginal_density (n, D, G)
+
+    With one target: samples (n, S), mean ... (n,), modes and mu (n, K), ``sigma`` (n, K),
+    grid (G,) and ``density`` (n, G); with one input, inputs (n,).
+    """
+    inputs = inputs.reshape(len(inputs), -1).double()
+    m = predict(model, inputs.float()).columns()
+    modes = m.modes()
+    grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
+                        for lo, hi in zip(low, high)], -1)
+    densities = [m.marginal(d).map(lambda p: p.unsqueeze(1)).log_prob(grid[:, d].reshape(1, -1)).exp()
+                 for d in range(m.n_targets)]
+    summary = {
+        "inputs": inputs if inputs.shape[1] > 1 else inputs.reshape(-1),
+        "samples": m.sample(n_samples, generator=torch.Generator().manual_seed(seed),
+                            temperature=temperature),
+        "mean": m.mean(),
+        "std": m.std(),
+        "most_probable_mode": m.highest_mode(modes),
+        "modes": modes[0],
+        "modes_log_density": modes[1],
+        "pi": torch.softmax(m.logits, -1),
+        "mu": m.mu,
+        "scale": m.scale,
+        "grid": grid,
+        "marginal_density": torch.stack(densities, 1),
+    }
+    return _one_target(summary) if m.n_targets == 1 else summary
+
+
+def _one_target(summary: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The D = 1 summary without its target axis, σ as ``sigma`` and the density as ``density``."""
+    out = dict(summary)
+    for name in ("samples", "mean", "std", "most_probable_mode", "modes", "mu"):
+        out[name] = summary[name].squeeze(-1)
+    out["sigma"] = out.pop("scale").squeeze(-1)
+    out["grid"] = summary["grid"].squeeze(-1)
+    out["density"] = out.pop("marginal_density").squeeze(1)
+    return out
+
+
+def target_span(model, datamodule) -> tuple[Tensor, Tensor]:
+    """Per target, the range the density grid covers: the training targets' range plus 10% each
+    side for a problem that draws its own points (redrawn from the seed), and mean ± 4 standard
+    deviations of the training targets (kept in the checkpoint) for a user's file, so sampling
+    never needs the file."""
+    if datamodule is not None and hasattr(datamodule.problem, "sample"):
+        datamodule.prepare_splits()
+        targets = datamodule.raw["train"][1].double().reshape(len(datamodule.raw["train"][1]), -1)
+        low, high = targets.min(0).values, targets.max(0).values
+        pad = 0.1 * (high - low)
+        return low - pad, high + pad
+    mean, std = model.target_mean.double(), model.target_std.double()
+    return mean - 4 * std, mean + 4 * std
