@@ -1,6 +1,9 @@
-"""mdn-report <sweep dir>: one row per job of a multirun (failed and unfinished jobs included),
-as report.csv and report.md in the sweep directory, plus report.png: test NLL against
-n_gaussians, one line per hidden size."""
+"""mdn-report <sweep dir>: a multirun's results in its directory. Jobs that differ only by seed
+(or data split) form a setting; per setting, n and the mean ± standard error of every metric
+with the individual values (groups.csv), ranked by the validation score when the jobs have one
+(by the test score otherwise, and labelled so); one row per job as well (report.csv, failed and
+unfinished jobs included); both tables in report.md; report.png plots the ranking score, mean ±
+standard error, against the first swept key, one line per value of the second."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import argparse
 import csv
 import io
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -17,6 +22,8 @@ from mdnlab.io import write_text_atomic
 
 COLUMNS = ["job", "overrides", "status", "val/best_nll", "test/nll", "test/excess_nll",
            "epochs", "wall_s", "error"]
+REPLICATE_KEYS = ("seed", "data.seed", "data.split")  # what varies between repeats of one setting
+SHOWN = ("test/nll", "test/excess_nll", "test/crps", "test/mse", "test/coverage_90")  # in report.md
 
 
 def collect(sweep_dir: Path) -> list[dict]:
@@ -34,13 +41,86 @@ def job_row(job_dir: Path) -> dict:
         run = json.loads((job_dir / "run.json").read_text()) if (job_dir / "run.json").is_file() else {}
         epochs = metrics.get("train/epochs")
         row.update(status="completed", epochs=int(epochs) if epochs is not None else None,
-                   wall_s=run.get("fit_seconds"),
+                   wall_s=run.get("fit_seconds"), _metrics=metrics,
                    **{k: metrics.get(k) for k in ("val/best_nll", "test/nll", "test/excess_nll")})
     elif (job_dir / "error.txt").is_file():
         row.update(status="failed", error=(job_dir / "error.txt").read_text().strip())
     else:
         row.update(status="unfinished")  # killed, still running, or crashed without a line
     return row
+
+
+def group(rows: list[dict]) -> tuple[list[dict], str]:
+    """Settings (jobs alike but for REPLICATE_KEYS), best first, and the metric that ranks them:
+    the best validation score when every completed job has one, else test/nll."""
+    settings: dict[tuple, dict] = {}
+    for row in rows:
+        key = tuple(sorted((k, v) for k, v in row["_overrides"].items() if k not in REPLICATE_KEYS))
+        entry = settings.setdefault(key, {"setting": " ".join(f"{k}={v}" for k, v in key) or "(defaults)",
+                                          "_overrides": dict(key), "jobs": [], "not_completed": 0})
+        if row["status"] == "completed":
+            entry["jobs"].append(row)
+        else:
+            entry["not_completed"] += 1
+    done = [r for r in rows if r["status"] == "completed"]
+    rank_by = next((m for m in ("val/best_nll", "val/best_mse")
+                    if done and all(_finite(r["_metrics"].get(m)) for r in done)), "test/nll")
+    groups = []
+    for entry in settings.values():
+        names = sorted({name for job in entry["jobs"] for name in job["_metrics"]})
+        entry["n"] = len(entry["jobs"])
+        entry["stats"] = {name: _mean_se([job["_metrics"].get(name) for job in entry["jobs"]]) for name in names}
+        groups.append(entry)
+    groups.sort(key=lambda g: (g["n"] == 0, g["stats"].get(rank_by, (math.inf,))[0]))
+    return groups, rank_by
+
+
+def _mean_se(values: list) -> tuple[float, float | None, list]:
+    """(mean, standard error of the mean, the values) of the finite values."""
+    finite = [float(v) for v in values if _finite(v)]
+    if not finite:
+        return math.nan, None, values
+    se = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else None
+    return statistics.fmean(finite), se, values
+
+
+def groups_csv(groups: list[dict]) -> str:
+    names = sorted({name for g in groups for name in g["stats"]})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["setting", "n", "not_completed"]
+                    + [f"{name}{part}" for name in names for part in ("_mean", "_se", "_values")])
+    for g in groups:
+        cells = []
+        for name in names:
+            mean, se, values = g["stats"].get(name, (math.nan, None, []))
+            cells += [mean, "" if se is None else se, " ".join(_cell(v) for v in values)]
+        writer.writerow([g["setting"], g["n"], g["not_completed"], *cells])
+    return buffer.getvalue()
+
+
+def groups_markdown(groups: list[dict], rank_by: str) -> str:
+    shown = [rank_by] + [m for m in SHOWN if m != rank_by and any(m in g["stats"] for g in groups)]
+    title = (f"Settings ranked by {rank_by} (mean ± standard error over seeds)" if rank_by.startswith("val/")
+             else f"Settings ranked by {rank_by}, a test score: the jobs have no validation split")
+    lines = [title, "", "| rank | setting | n | " + " | ".join(shown) + f" | {rank_by} per seed |",
+             "|" + "---|" * (len(shown) + 4)]
+    for i, g in enumerate(groups, 1):
+        cells = [_pm(*g["stats"].get(m, (math.nan, None, []))[:2]) for m in shown]
+        values = ", ".join(_cell(v) for v in g["stats"].get(rank_by, (0, 0, []))[2])
+        failed = f" ({g['not_completed']} not completed)" if g["not_completed"] else ""
+        lines.append(f"| {i} | {_cell(g['setting'])} | {g['n']}{failed} | " + " | ".join(cells) + f" | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float, se: float | None) -> str:
+    if not _finite(mean):
+        return ""
+    return f"{mean:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -58,29 +138,58 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> bool:
-    """test NLL against model.n_gaussians, one line per model.hidden_size; False if no data."""
-    done = [r for r in rows if r["status"] == "completed" and "model.n_gaussians" in r["_overrides"]]
-    if not done:
+def swept_keys(groups: list[dict]) -> list[str]:
+    """The override keys whose values differ between settings, in the order they were given."""
+    keys: list[str] = []
+    for g in groups:
+        keys += [k for k in g["_overrides"] if k not in keys]
+    return [k for k in keys if len({g["_overrides"].get(k) for g in groups}) > 1]
+
+
+def plot(groups: list[dict], rank_by: str, path: Path) -> bool:
+    """``rank_by`` (mean ± standard error) against the first swept key, one line per value of
+    the second; False if nothing completed."""
+    groups = [g for g in groups if g["n"] and _finite(g["stats"][rank_by][0])]
+    if not groups:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    by_hidden: dict[str, list[tuple[float, float]]] = {}
-    for r in done:
-        hidden = r["_overrides"].get("model.hidden_size", "default")
-        by_hidden.setdefault(hidden, []).append((float(r["_overrides"]["model.n_gaussians"]), r["test/nll"]))
-    for hidden, points in sorted(by_hidden.items(), key=lambda kv: _as_number(kv[0])):
-        points.sort()
-        ax.plot(*zip(*points), marker="o", label=f"hidden_size={hidden}")
-    ax.set(xlabel="n_gaussians", ylabel="test NLL (nats)", title="Sweep: held-out NLL")
-    ax.legend(fontsize=8)
+    keys = swept_keys(groups) or ["setting"]
+    x_key, line_key = keys[0], keys[1] if len(keys) > 1 else None
+    x_values = sorted({g["_overrides"].get(x_key, g["setting"]) for g in groups}, key=_order)
+    numeric = all(_finite(_as_number(v)) for v in x_values)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    lines: dict[str, list] = {}
+    for g in groups:
+        lines.setdefault(g["_overrides"].get(line_key, "") if line_key else "", []).append(g)
+    for label, members in sorted(lines.items(), key=lambda kv: _order(kv[0])):
+        members.sort(key=lambda g: _order(g["_overrides"].get(x_key, g["setting"])))
+        xs = [g["_overrides"].get(x_key, g["setting"]) for g in members]
+        xs = [_as_number(x) for x in xs] if numeric else [x_values.index(x) for x in xs]
+        means = [g["stats"][rank_by][0] for g in members]
+        errors = [g["stats"][rank_by][1] or 0.0 for g in members]
+        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3,
+                    label=f"{line_key}={label}" if line_key else None)
+    if not numeric:
+        ax.set_xticks(range(len(x_values)), x_values, rotation=20, fontsize=8)
+    elif all(float(_as_number(v)).is_integer() for v in x_values):
+        ax.set_xticks([_as_number(v) for v in x_values])
+    n = sorted({g["n"] for g in groups})
+    ax.set(xlabel=x_key, ylabel=f"{rank_by} (mean ± s.e., n={'/'.join(map(str, n))})",
+           title=f"Sweep: {rank_by} per setting")
+    if line_key:
+        ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _order(value) -> tuple:
+    number = _as_number(value)
+    return (0, number, "") if _finite(number) else (1, 0.0, str(value))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,14 +202,17 @@ def main(argv: list[str] | None = None) -> None:
               "folders (logs/train/multiruns/<run id>)", file=sys.stderr)
         sys.exit(2)
     rows = collect(sweep)
+    groups, rank_by = group(rows)
     write_text_atomic(sweep / "report.csv", to_csv(rows))
-    markdown = to_markdown(rows)
+    write_text_atomic(sweep / "groups.csv", groups_csv(groups))
+    markdown = groups_markdown(groups, rank_by) + "\nJobs\n\n" + to_markdown(rows)
     write_text_atomic(sweep / "report.md", markdown)
-    plotted = plot(rows, sweep / "report.png")
+    plotted = plot(groups, rank_by, sweep / "report.png")
     print(markdown, end="")
     failed = sum(r["status"] != "completed" for r in rows)
-    print(f"\n{len(rows)} jobs, {failed} not completed; written: {sweep / 'report.csv'}, "
-          f"{sweep / 'report.md'}" + (f", {sweep / 'report.png'}" if plotted else ""))
+    written = ", ".join(str(sweep / f) for f in ("groups.csv", "report.csv", "report.md"))
+    print(f"\n{len(rows)} jobs in {len(groups)} settings, {failed} not completed; written: {written}"
+          + (f", {sweep / 'report.png'}" if plotted else ""))
 
 
 def _job_number(path: Path) -> int:
@@ -108,10 +220,10 @@ def _job_number(path: Path) -> int:
     return int(head) if head.isdigit() else 10**9
 
 
-def _as_number(value: str) -> float:
+def _as_number(value) -> float:
     try:
         return float(value)
-    except ValueError:
+    except (TypeError, ValueError):
         return float("inf")
 
 

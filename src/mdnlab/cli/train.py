@@ -13,13 +13,18 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mdnlab.cli import rundir
 from mdnlab.cli.config import CONFIG_DIR, check_run, has_validation, instantiate_checked
 from mdnlab.cli.entry import quiet_lightning, resume_arguments, run_entry_point
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit one experiment; returns its final metrics (empty on ranks other than 0)."""
+    """Fit one experiment; returns its final metrics (empty on ranks other than 0). A run
+    directory that already holds this config's finished run is left as it is (rundir.claim)."""
     datamodule, model, trainer = build(cfg)
+    finished = rundir.claim(cfg, Path(cfg.paths.output_dir))
+    if finished is not None:
+        return finished
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=_resume_from(cfg))
     fit_seconds = time.perf_counter() - start
@@ -141,9 +146,7 @@ def record(run_dir: Path, metrics: dict[str, float], tested_path: str, fit_secon
 
     write_json_atomic(run_dir / "metrics.json", {
         "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
-    write_json_atomic(run_dir / "run.json", {
-        "run_dir": str(run_dir), "tested_checkpoint": tested_path, "fit_seconds": fit_seconds,
-        "metrics": metrics})
+    rundir.finish(run_dir, tested_checkpoint=tested_path, fit_seconds=fit_seconds, metrics=metrics)
 
 
 def log_results(trainer, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
@@ -197,18 +200,10 @@ def hparams_of(cfg: DictConfig) -> dict[str, Any]:
     flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name()}
     for group in ("data", "model", "trainer"):
         container = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
-        for key, value in _flatten(container, group).items():
+        for key, value in rundir.flatten(container, group).items():
             if isinstance(value, (int, float, str, bool)) and not key.endswith("_partial_"):
                 flat[key] = value
     return flat
-
-
-def _flatten(tree: dict, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}"
-        out.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
-    return out
 
 
 def experiment_name() -> str:

@@ -1,0 +1,108 @@
+"""A run directory's own record, run.json: the config that made the run and what it left.
+
+Rerunning a command into an existing directory (a killed multirun with the same
+hydra.sweep.dir, a fixed hydra.run.dir, a requeued cluster job) then finishes what is missing:
+a directory whose run finished (metrics.json) for the same config is skipped, one that was cut
+off resumes from its last.ckpt, a failed one runs again; a directory that holds a run of
+another config is refused with one line and left as it was. Hydra rewrites .hydra/ before any
+of our code runs, so the record keeps a copy of Hydra's first files and puts them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mdnlab.errors import ConfigError
+from mdnlab.io import write_json_atomic, write_text_atomic
+
+RECORD = "run.json"
+# where the run is written and how fast it runs, not what it computes
+IGNORED = ("paths", "ckpt_path", "auto_resume", "torch_threads", "trainer.default_root_dir")
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config, resolved and flattened to dotted keys, less ``IGNORED``; the run
+    directory inside values (checkpoint and logger folders) reads ``<run dir>``, so a moved
+    directory is still the same run."""
+    tree = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            for key, value in cfg.items_ex(resolve=False) if key != "hydra"}  # Hydra's own node: not the run
+    here = str(OmegaConf.select(cfg, "paths.output_dir", default="") or "\0")
+    return {k: v.replace(here, "<run dir>") if isinstance(v, str) else v for k, v in flatten(tree).items()
+            if not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+
+
+def read(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def claim(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
+    """Before training in ``run_dir``: the recorded metrics if this config's run there already
+    finished (nothing is written), else None after recording this run as started. Raises
+    ConfigError, naming the first key that differs, if the directory holds another config's run."""
+    run_dir = Path(run_dir)
+    record, mine = read(run_dir), identity(cfg)
+    if "config" in record:
+        _restore_hydra_files(run_dir, record)
+        if record["config"] != mine:
+            key, old, new = _first_difference(record["config"], mine)
+            raise ConfigError(key, new, f"{old!r}, as recorded in {run_dir / RECORD}: that directory "
+                              "holds a run of another config; rerun the command that made it, or "
+                              "give a new hydra.run.dir / hydra.sweep.dir")
+        if (run_dir / "metrics.json").is_file():
+            print(f"already finished, skipped: {run_dir}")
+            return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    if _is_rank_zero():
+        (run_dir / "error.txt").unlink(missing_ok=True)  # a failed job runs again
+        hydra_files = record.get("hydra_files") or _hydra_files(run_dir)
+        write_json_atomic(run_dir / RECORD, {"run_dir": str(run_dir), "status": "running",
+                                             "starts": record.get("starts", 0) + 1,
+                                             "config": mine, "hydra_files": hydra_files})
+    return None
+
+
+def finish(run_dir: Path, **fields: Any) -> None:
+    """Add the final fields (metrics, tested checkpoint, fit time) to the record."""
+    record = read(run_dir)
+    record.update(fields, run_dir=str(run_dir), status="completed")
+    write_json_atomic(Path(run_dir) / RECORD, record)
+
+
+def _hydra_files(run_dir: Path) -> dict[str, str]:
+    hydra = run_dir / ".hydra"
+    return {name: (hydra / name).read_text() for name in HYDRA_FILES if (hydra / name).is_file()}
+
+
+def _restore_hydra_files(run_dir: Path, record: dict[str, Any]) -> None:
+    for name, text in (record.get("hydra_files") or {}).items():
+        path = run_dir / ".hydra" / name
+        if path.parent.is_dir() and (not path.is_file() or path.read_text() != text):
+            write_text_atomic(path, text)
+
+
+def _first_difference(old: dict, new: dict) -> tuple[str, Any, Any]:
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return key, old.get(key), new.get(key)
+    return "config", old, new
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a.b.c": leaf}."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _is_rank_zero() -> bool:
+    """Ranks started by a launcher (torchrun, srun) share the directory: one of them writes."""
+    return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
