@@ -29,7 +29,7 @@ def command(sweep: Path, args) -> list[str]:
 
 
 def run(sweep: Path, args, kill_after: float | None = None) -> float:
-    """Run the sweep (killed after ``kill_after`` seconds if given); its wall time."""
+    """Run the sweep (SIGKILL after ``kill_after`` seconds if given); its wall time."""
     start = time.perf_counter()
     process = subprocess.Popen(command(sweep, args), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
@@ -63,14 +63,13 @@ def main() -> None:
     reference, killed = root / "reference", root / "killed"
     uninterrupted = run(reference, args)
     rng = random.Random(args.random_seed)
-    times, completed_at_kill, reran = [], [], 0
-    for _ in range(args.kills):  # kill at a random point of what the remaining jobs need
-        remaining = uninterrupted * (1 - len(finished(killed)) / len(jobs(reference)))
-        times.append(run(killed, args, kill_after=rng.uniform(0.2, 0.9) * remaining + 3))
-        before = finished(killed)
-        completed_at_kill.append(len(before))
-        times.append(run(killed, args))  # the same command again
-        reran += sum(finished(killed)[n] != t for n, t in before.items())
+    times, completed_at_kill, finished_at_kill = [], [], {}
+    for _ in range(args.kills):  # each start, the first and every rerun, killed at a random point
+        times.append(run(killed, args, kill_after=rng.uniform(0.1, 0.35) * uninterrupted + 3))
+        finished_at_kill.update({n: t for n, t in finished(killed).items() if n not in finished_at_kill})
+        completed_at_kill.append(len(finished(killed)))
+    times.append(run(killed, args))  # the same command once more, to the end
+    reran = sum(finished(killed).get(n) != t for n, t in finished_at_kill.items())
     expected, got = jobs(reference), jobs(killed)
     identical = sum((got[n] / "metrics.json").read_bytes() == (expected[n] / "metrics.json").read_bytes()
                     for n in expected if n in got and (got[n] / "metrics.json").is_file())
