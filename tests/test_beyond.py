@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
-from conftest import FAST, compose_train, run_cli, run_record
+from conftest import FAST, compose_train, run_main, run_record
 from mdnlab.dist import mvmixture
 from mdnlab.errors import ConfigError
 from mdnlab.data import TableDataModule
@@ -115,19 +115,18 @@ def test_byte_order_mark_and_numeric_headers_are_read(tmp_path):
     assert x.shape == (20, 2) and t[5, 0] == 15
 
 
-@pytest.mark.slow
-def test_bad_table_on_the_command_line_exits_2_with_one_line(tmp_path):
+def test_bad_table_on_the_command_line_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
-    out = run_cli(["mdn-train", "data=table", f"data.path={tmp_path / 'data.csv'}", "data.inputs=[a,zz]",
-                   "data.targets=[c]", *quiet], tmp_path, check=False)
-    assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    status, err = run_main("mdn-train", ["data=table", f"data.path={tmp_path / 'data.csv'}", "data.inputs=[a,zz]",
+                                         "data.targets=[c]", *quiet], tmp_path, monkeypatch, capsys)
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
     assert lines == ["error: data.inputs='zz' is not allowed: a column of "
                      f"{tmp_path / 'data.csv'}: a, b, c, d, note"]
-    assert not list((tmp_path / "train" / "runs").glob("*/metrics.json"))
-    out = run_cli(["mdn-train", "data=table", *quiet], tmp_path, check=False)
-    assert out.returncode == 2 and "data.path" in out.stderr
+    assert not (tmp_path / "train").exists()  # no run directory, no empty folders
+    status, err = run_main("mdn-train", ["data=table", *quiet], tmp_path, monkeypatch, capsys)
+    assert status == 2 and "data.path" in err
 
 
 def test_training_on_a_csv_with_two_targets(tmp_path):
@@ -145,20 +144,19 @@ def test_training_on_a_csv_with_two_targets(tmp_path):
     assert {"data", "predictions", "mixture_parameters", "samples", "density", "pit"} <= figures
 
 
-@pytest.mark.slow
-def test_one_input_two_targets_sample_without_the_training_file(tmp_path):
+def test_one_input_two_targets_sample_without_the_training_file(tmp_path, monkeypatch, capsys):
     path = write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
-    out = run_cli(["mdn-train", "data=table", f"data.path={path}", "data.inputs=[a]", "data.targets=[c,d]",
-                   "model.covariance=full", "trainer.max_epochs=2", "data.passes_per_epoch=5",
-                   "figures=false", *quiet], tmp_path)
+    assert run_main("mdn-train", ["data=table", f"data.path={path}", "data.inputs=[a]", "data.targets=[c,d]",
+                                  "model.covariance=full", "trainer.max_epochs=2", "data.passes_per_epoch=5",
+                                  "figures=false", *quiet], tmp_path, monkeypatch, capsys)[0] == 0
     run_dir = Path(run_record(tmp_path)["run_dir"])
     tested = run_record(tmp_path)["tested_checkpoint"]
     assert "best-" in tested  # the table has a validation split, so auto picks the best
     path.unlink()  # sampling needs the checkpoint only
     for inputs in ("inputs=[0.5,0.3]", "inputs=[[0.5],[0.3]]"):
-        run_cli(["mdn-sample", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs,
-                 "n_samples=20"], tmp_path)
+        assert run_main("mdn-sample", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs,
+                                       "n_samples=20"], tmp_path, monkeypatch, capsys)[0] == 0
         saved = np.load(run_record(tmp_path, "sample")["files"][0])
         assert saved["samples"].shape == (2, 20, 2) and saved["scale"].shape == (2, 5, 2, 2)
 
@@ -266,21 +264,21 @@ def test_robot_arm_mdn_beats_least_squares_on_end_effector_error(tmp_path):
     assert mdn["test/nll"] < mse["test/nll"] - 2
 
 
-@pytest.mark.slow
-def test_robot_arm_figures_and_sampling_from_a_checkpoint(tmp_path):
-    run_cli(["mdn-train", "experiment=robot_arm_mdn", *FAST], tmp_path)
+def test_robot_arm_figures_and_sampling_from_a_checkpoint(tmp_path, monkeypatch, capsys):
+    assert run_main("mdn-train", ["experiment=robot_arm_mdn", *FAST], tmp_path, monkeypatch, capsys)[0] == 0
     run_dir = Path(run_record(tmp_path)["run_dir"])
     figures = {p.stem for p in (run_dir / "figures").glob("*.png")}
     assert "endpoint" in figures and "density" in figures
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert {"test/endpoint_rmse_mode", "test/endpoint_rmse_mean", "test/energy_score"} <= set(metrics)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[[0.5,0.4],[0.3,0.6]]", "n_samples=50"], tmp_path)
+    run_main("mdn-sample", [f"ckpt_path={ckpt}", "inputs=[[0.5,0.4],[0.3,0.6]]", "n_samples=50"], tmp_path,
+             monkeypatch, capsys)
     saved = np.load(run_record(tmp_path, "sample")["files"][0])
     assert saved["samples"].shape == (2, 50, 2) and saved["mu"].shape == (2, 2, 2)
     assert saved["most_probable_mode"].shape == (2, 2) and saved["marginal_density"].shape == (2, 2, 200)
-    out = run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[0.5,0.4]"], tmp_path, check=False)
-    assert out.returncode == 2 and "one row of 2 per input" in out.stderr
-    run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[[0.5,0.4]]", "format=csv"], tmp_path)
+    status, err = run_main("mdn-sample", [f"ckpt_path={ckpt}", "inputs=[0.5,0.4]"], tmp_path, monkeypatch, capsys)
+    assert status == 2 and "one row of 2 per input" in err
+    run_main("mdn-sample", [f"ckpt_path={ckpt}", "inputs=[[0.5,0.4]]", "format=csv"], tmp_path, monkeypatch, capsys)
     files = [Path(f).name for f in run_record(tmp_path, "sample")["files"]]
     assert files == ["summary.csv", "samples.csv", "density.csv"]

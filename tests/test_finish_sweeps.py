@@ -94,6 +94,8 @@ def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp
 def test_report_groups_seeds_with_mean_and_standard_error(tmp_path):
     """Four finished jobs written by hand: two settings × two seeds."""
     sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
     values = {("2", "0"): (1.5, 1.6), ("2", "1"): (1.7, 1.8), ("3", "0"): (1.4, 1.45), ("3", "1"): (1.4, 1.55)}
     for number, ((k, seed), (val, test)) in enumerate(values.items()):
         job = sweep / f"{number}_model.n_gaussians-{k}__seed-{seed}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, VALIDATED, compose_train, run_cli, run_record
+from conftest import FAST, VALIDATED, compose_train, run_cli, run_main, run_record
 from mdnlab.cli.train import train
 
 
@@ -55,13 +55,12 @@ def test_seed_zero_is_a_seed(tmp_path):
     assert a["test/nll"] != c["test/nll"]
 
 
-@pytest.mark.slow
-def test_mdn_train_then_mdn_eval_reproduces_the_test_metric(tmp_path):
-    run_cli(["mdn-train", *FAST], tmp_path)
+def test_mdn_train_then_mdn_eval_reproduces_the_test_metric(tmp_path, monkeypatch, capsys):
+    assert run_main("mdn-train", FAST, tmp_path, monkeypatch, capsys)[0] == 0
     record = run_record(tmp_path)
     train_metrics = json.loads((Path(record["run_dir"]) / "metrics.json").read_text())
     assert record["metrics"] == train_metrics["metrics"]
-    run_cli(["mdn-eval", f"ckpt_path={record['tested_checkpoint']}"], tmp_path)
+    assert run_main("mdn-eval", [f"ckpt_path={record['tested_checkpoint']}"], tmp_path, monkeypatch, capsys)[0] == 0
     eval_dir = Path(run_record(tmp_path, "eval")["run_dir"])
     eval_metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
     for name, value in eval_metrics.items():

@@ -4,6 +4,7 @@ raise them. Imports nothing of mdnlab: every floor above may use it."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Iterable
 
 
@@ -17,6 +18,10 @@ class ConfigError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+class Interrupted(RuntimeError):
+    """Training was stopped by a signal (SIGTERM, as a scheduler sends) after saving its state."""
 
 
 # The checks below are what a constructor calls on its own arguments, so that each class states
@@ -44,3 +49,19 @@ def choice(key: str, value: Any, choices: Iterable) -> Any:
     if value not in choices:
         raise ConfigError(key, value, "one of " + ", ".join(map(str, choices)))
     return value
+
+
+def physical_memory() -> int:
+    """Bytes of memory on this machine (16 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
+
+
+def fits_in_memory(key: str, value: Any, needed_bytes: float, per_unit_bytes: float) -> None:
+    """Refuse ``value`` when what it needs would take more than half the machine's memory."""
+    budget = physical_memory() // 2
+    if needed_bytes > budget:
+        raise ConfigError(key, value, f"at most about {int(budget // per_unit_bytes):,} here (half of this "
+                          f"machine's {physical_memory() / 2**30:.0f} GiB of memory)")

@@ -1,23 +1,30 @@
 """Writing files so that a reader (or a kill at any moment) sees the old file or the new one,
-never half of one. Imports nothing of mdnlab."""
+never half of one, and nothing is staged outside the target's directory. Imports nothing of
+mdnlab."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
+
+TEMPORARY_SUFFIX = ".tmp"
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """A temporary file in the same directory (so the rename never crosses file systems),
-    flushed to disk, then renamed over ``path``."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file to write ``path`` through: a temporary file in the same directory (so the rename
+    never crosses file systems, where it would be a copy), flushed to disk, then renamed over
+    ``path``. On any error, or a kill, ``path`` is untouched; a kill can leave the temporary file
+    (``.<name>.<random>.tmp``), which ``remove_temporaries`` clears."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -27,5 +34,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_file(path) as handle:
+        handle.write(text)
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def remove_temporaries(directory: str | os.PathLike) -> None:
+    """Remove what a killed ``atomic_file`` left in ``directory``."""
+    for stale in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
+        stale.unlink(missing_ok=True)

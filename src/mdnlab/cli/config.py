@@ -76,7 +76,10 @@ def has_validation(cfg: DictConfig) -> bool:
 
 def check_run(cfg: DictConfig) -> None:
     """The run-level keys: seed, test_checkpoint, the trainer, ckpt_path."""
-    integer("seed", _get(cfg, "seed"), 0)
+    check_seed("seed", _get(cfg, "seed"))
+    threads = integer("torch_threads", _get(cfg, "torch_threads"), 1, optional=True)
+    if threads is not None and threads > 4 * (os.cpu_count() or 1):
+        raise ConfigError("torch_threads", threads, f"at most {4 * (os.cpu_count() or 1)} here, or null")
     choice("test_checkpoint", _get(cfg, "test_checkpoint", "auto"), ("auto", "best", "last"))
     if not has_validation(cfg) and _get(cfg, "test_checkpoint", "auto") == "best":
         raise ConfigError("test_checkpoint", "best", "last or auto when data.val_fraction=0 (without a "
@@ -88,6 +91,16 @@ def check_run(cfg: DictConfig) -> None:
         from mdnlab.checkpoint import read
 
         read(_get(cfg, "ckpt_path"))
+
+
+SEED_MAX = 2**32 - 1  # what seed_everything (numpy's generator) accepts
+
+
+def check_seed(key: str, value: Any) -> int:
+    seed = integer(key, value, 0)
+    if seed > SEED_MAX:
+        raise ConfigError(key, value, f"an integer from 0 to {SEED_MAX}")
+    return seed
 
 
 def instantiate_checked(cfg: DictConfig):
@@ -102,10 +115,29 @@ def instantiate_checked(cfg: DictConfig):
         model = instantiate(cfg.model, input_dim=datamodule.input_dim,
                             target_dim=datamodule.target_dim, _recursive_=False)
     except InstantiationException as error:  # Hydra wraps what a constructor raises
-        if isinstance(error.__cause__, ConfigError):
-            raise error.__cause__ from None
+        cause = error.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            raise _unknown_setting(cfg, cause) from None
         raise
     return datamodule, model
+
+
+def _unknown_setting(cfg: DictConfig, error: TypeError) -> ConfigError:
+    """A key the class does not take, e.g. model.n_gaussians (set by an experiment) under
+    model=mse, or a typo added with +model.foo=1."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    name = str(error).split("'")[1]
+    group = "data" if name in (cfg.get("data") or {}) and name not in (cfg.get("model") or {}) else "model"
+    target = get_class(cfg[group]._target_)
+    known = [p for p in inspect.signature(target).parameters if p not in ("input_dim", "target_dim")]
+    return ConfigError(f"{group}.{name}", OmegaConf.select(cfg, f"{group}.{name}"),
+                       f"a setting of {target.__name__}: {', '.join(known)} (an experiment's settings "
+                       "for another model? pick an experiment for this model, e.g. experiment=seed_mse_forward)")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from mdnlab.errors import ConfigError, NonFiniteLossError
+from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
 
 
 def output_dir() -> Path:
@@ -27,14 +30,25 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``task``; bad input or a diverged fit becomes one line on stderr and a non-zero exit.
+# OS errors that are the user's to fix (a full disk, a read-only folder): one line, not a traceback
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+EXIT_STATUS = {ConfigError: 2, Interrupted: 128 + 15, NonFiniteLossError: 1, OSError: 1}
 
-    A ConfigError exits with 2, and the directory Hydra made for this job is removed again if
-    the job wrote nothing but Hydra's own files into it. A non-finite training loss exits with
-    1 and leaves the run directory (and its last good checkpoints) as they are. In a multirun
-    the line is written to the job's ``error.txt`` and the error raised, so Hydra marks this
-    job failed and the other jobs go on.
+
+class JobFailed(CompactHydraException):
+    """A multirun job's one-line failure: Hydra prints it without a traceback and exits 1."""
+
+
+def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run ``task``; bad input, a diverged fit, a SIGTERM or a full disk becomes one line on
+    stderr and a non-zero exit (``EXIT_STATUS``).
+
+    After a ConfigError the directory Hydra made for this job is removed again (with the
+    folders above it that it leaves empty) if the job wrote nothing but Hydra's own files into
+    it. Every other failure leaves the run directory (its records, last good checkpoint and
+    metrics) as it is. In a multirun the line is written to the job's ``error.txt`` and raised
+    as JobFailed, so Hydra marks this job failed, the other jobs go on, and the sweep ends with
+    that line and exit 1.
     """
     from omegaconf.errors import MissingMandatoryValue
 
@@ -43,19 +57,23 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except MissingMandatoryValue as raised:  # a `???` in the config that the command left out
         key = raised.full_key or "a required key"
         error: Exception = ConfigError(key, "???", f"a value: pass {key}=... on the command line")
+    except OSError as raised:
+        if raised.errno not in USER_OS_ERRORS:
+            raise
+        error = OSError(f"could not write {raised.filename or 'a file'}: {raised.strerror}")
     except Exception as raised:  # noqa: BLE001 - narrowed just below
-        known = raised if isinstance(raised, (ConfigError, NonFiniteLossError)) else _from_rank(raised)
+        known = raised if isinstance(raised, (ConfigError, NonFiniteLossError, Interrupted)) else _from_rank(raised)
         if known is None:
             raise
         error = known
     line = f"error: {error}"
     if _is_multirun():
         (output_dir() / "error.txt").write_text(line + "\n")
-        raise error
+        raise JobFailed(line) from None
     if isinstance(error, ConfigError):
         _remove_if_only_hydra_files(output_dir())
     print(line, file=sys.stderr)
-    sys.exit(2 if isinstance(error, ConfigError) else 1)
+    sys.exit(next(code for kind, code in EXIT_STATUS.items() if isinstance(error, kind)))
 
 
 def _from_rank(error: Exception) -> Exception | None:
@@ -73,15 +91,17 @@ def _quoted(value: Path) -> str:
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
-    """Rewrite ``resume=<run dir>`` (and ``ckpt_path=<run dir>/checkpoints/<file>``) so the run
-    continues in its own directory, where its checkpoint callback finds its full state.
+    """Rewrite ``resume=<run dir>`` (and ``ckpt_path=<run dir>/checkpoints/<file>`` given with
+    that run's own overrides) so the run continues in its own directory, where its checkpoint
+    callback finds its full state. ``ckpt_path=`` with other settings starts a new run from
+    those weights and leaves the other run's directory alone.
 
     ``resume=<run dir>`` stands for the run's original overrides (from .hydra/overrides.yaml)
-    plus ``ckpt_path=<run dir>/checkpoints/last.ckpt``; overrides given after it still win.
-    Hydra's record of the resumed invocation goes to .hydra/resume-<time>, beside the original.
+    plus ``ckpt_path=<run dir>/checkpoints/last.ckpt``; overrides given after it still win. Only
+    our own settings are replayed (see ``_replayable``): a crafted run directory cannot make
+    the replay instantiate a class of its choosing. Hydra's record of the resumed invocation
+    goes to .hydra/resume-<time>, beside the original.
     """
-    from omegaconf import OmegaConf
-
     args, extra = list(argv[1:]), []
     for i, arg in enumerate(args):
         key, _, value = arg.partition("=")
@@ -90,19 +110,70 @@ def resume_arguments(argv: list[str]) -> list[str]:
             recorded = run_dir / ".hydra" / "overrides.yaml"
             last = run_dir / "checkpoints" / "last.ckpt"
             if not recorded.is_file() or not last.is_file():
-                print(f"error: resume={value!r} is not allowed: a run directory holding "
-                      ".hydra/overrides.yaml and checkpoints/last.ckpt", file=sys.stderr)
-                sys.exit(2)
-            original = [o for o in OmegaConf.load(recorded)
-                        if o.partition("=")[0].lstrip("+~") not in ("ckpt_path", "resume")]
+                _refuse(f"resume={value!r} is not allowed: a run directory holding .hydra/overrides.yaml "
+                        "and checkpoints/last.ckpt")
+            original = _original_overrides(run_dir)
+            unsafe = [o for o in original if not _replayable(o)]
+            if unsafe:
+                _refuse(f"resume={value!r} is not allowed: a run directory whose .hydra/overrides.yaml holds "
+                        f"only mdnlab settings (it holds {unsafe[0]!r}, which replaying could run as code)")
             args[i:i + 1] = [*original, f"ckpt_path={_quoted(last)}"]
             extra = _continue_in(run_dir)
             break
         if key == "ckpt_path" and value:
             path = Path(value).expanduser().resolve()
-            if path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():
-                extra = _continue_in(path.parent.parent)
+            run_dir = path.parent.parent
+            if path.parent.name == "checkpoints" and (run_dir / ".hydra" / "overrides.yaml").is_file():
+                mine = sorted(a for a in args if a.partition("=")[0] not in ("ckpt_path", "resume")
+                              and not a.startswith("hydra."))
+                if mine == sorted(_original_overrides(run_dir)):
+                    extra = _continue_in(run_dir)
     return [argv[0], *args, *extra] if extra else list(argv)
+
+
+OUR_ROOTS = ("seed", "data", "model", "trainer", "logger", "callbacks", "experiment", "paths",
+             "test_checkpoint", "figures", "torch_threads", "auto_resume", "hparams_search", "task_name")
+
+
+def _replayable(override: str) -> bool:
+    """A recorded override that sets one of our keys: no added or removed groups, no special
+    keys that name a class or its arguments."""
+    key = override.partition("=")[0]
+    bare = key.lstrip("+~")
+    parts = bare.replace("/", ".").split(".")
+    added_group = key.startswith(("+", "~")) and "." not in bare
+    special = any(p.startswith("_") and p.endswith("_") for p in parts)
+    return parts[0] in OUR_ROOTS and not added_group and not special and not key.startswith("~")
+
+
+def _original_overrides(run_dir: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+            if str(o).partition("=")[0].lstrip("+~") not in ("ckpt_path", "resume")]
+
+
+def _refuse(line: str) -> None:
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_log_folder(argv: list[str]) -> None:
+    """Before Hydra makes the run directory: the folder it goes in can be written, else one
+    line (Hydra itself would end in chained tracebacks)."""
+    named = {a.partition("=")[0]: a.partition("=")[2] for a in argv[1:] if "=" in a}
+    for key in ("hydra.run.dir", "hydra.sweep.dir", "paths.log_dir"):
+        if named.get(key):
+            where, source = Path(named[key].strip("'\"")), key
+            break
+    else:
+        where, source = Path(os.environ.get("MDNLAB_LOG_DIR") or "logs"), "paths.log_dir"
+    existing = where.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        _refuse(f"{source}={str(where)!r} is not allowed: a folder this user can write in ({existing} is not); "
+                "set MDNLAB_LOG_DIR or paths.log_dir=<folder>")
 
 
 def _continue_in(run_dir: Path) -> list[str]:
@@ -113,11 +184,17 @@ def _continue_in(run_dir: Path) -> list[str]:
 
 
 def _remove_if_only_hydra_files(run_dir: Path) -> None:
+    """Remove a run directory holding only Hydra's files, and the folders above it (runs/,
+    <task>/) that this leaves empty."""
     if not run_dir.is_dir():
         return
     ours = {".hydra"} | {p.name for p in run_dir.glob("*.log")}
     if {p.name for p in run_dir.iterdir()} <= ours:
         shutil.rmtree(run_dir)
+        runs, task = run_dir.parent, run_dir.parent.parent  # <log dir>/<task>/runs/<run>
+        for folder, names in ((runs, ("runs",)), (task, ("train", "eval", "sample"))):
+            if folder.name in names and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def quiet_lightning() -> None:

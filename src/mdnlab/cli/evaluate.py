@@ -4,13 +4,14 @@ this command's own run directory (with run.json, as mdn-train's)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from mdnlab.cli.config import CONFIG_DIR
-from mdnlab.cli.entry import quiet_lightning, run_entry_point
+from mdnlab.cli.entry import check_log_folder, quiet_lightning, run_entry_point
 from mdnlab.errors import ConfigError
 
 
@@ -22,7 +23,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError("split", cfg.split, "one of train, val, test")
     quiet_lightning()
-    model, datamodule = checkpoint.load(cfg.ckpt_path)
+    moved = {"path": cfg.data.path} if cfg.get("data") and cfg.data.get("path") else None
+    if moved and "path" not in checkpoint.read(cfg.ckpt_path).get("datamodule_hyper_parameters", {}):
+        raise ConfigError("data.path", cfg.data.path, "null: only a data=table checkpoint reads a file")
+    model, datamodule = checkpoint.load(cfg.ckpt_path, data=moved)
     if datamodule is None:
         raise ConfigError("ckpt_path", cfg.ckpt_path, "a checkpoint that records its datamodule")
     metrics = evaluate(model, datamodule, cfg.split)
@@ -37,8 +41,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     run_entry_point(evaluate_checkpoint, cfg)
+
+
+def main() -> None:
+    check_log_folder(sys.argv)
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (holds multirun.yaml)")
     args = parser.parse_args(argv)
     sweep = args.sweep_dir
-    if not sweep.is_dir() or not any((p / ".hydra").is_dir() for p in sweep.iterdir()):
+    if not (sweep / "multirun.yaml").is_file() or not any((p / ".hydra").is_dir() for p in sweep.iterdir()):
         print(f"error: sweep_dir={str(sweep)!r} is not allowed: a multirun directory with job "
               "folders (logs/train/multiruns/<run id>)", file=sys.stderr)
         sys.exit(2)

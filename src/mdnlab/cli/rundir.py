@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mdnlab.errors import ConfigError
-from mdnlab.io import write_json_atomic, write_text_atomic
+from mdnlab.io import remove_temporaries, write_json_atomic, write_text_atomic
 
 RECORD = "run.json"
 # where the run is written and how fast it runs, not what it computes
@@ -42,29 +42,44 @@ def read(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def claim(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
+def check(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
     """Before training in ``run_dir``: the recorded metrics if this config's run there already
-    finished (nothing is written), else None after recording this run as started. Raises
-    ConfigError, naming the first key that differs, if the directory holds another config's run."""
+    finished (then nothing is to be written), else None. Raises ConfigError, naming the first
+    key that differs, if the directory holds another config's run."""
     run_dir = Path(run_dir)
-    record, mine = read(run_dir), identity(cfg)
-    if "config" in record:
-        _restore_hydra_files(run_dir, record)
-        if record["config"] != mine:
-            key, old, new = _first_difference(record["config"], mine)
-            raise ConfigError(key, new, f"{old!r}, as recorded in {run_dir / RECORD}: that directory "
-                              "holds a run of another config; rerun the command that made it, or "
-                              "give a new hydra.run.dir / hydra.sweep.dir")
-        if (run_dir / "metrics.json").is_file():
-            print(f"already finished, skipped: {run_dir}")
-            return json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    if _is_rank_zero():
-        (run_dir / "error.txt").unlink(missing_ok=True)  # a failed job runs again
-        hydra_files = record.get("hydra_files") or _hydra_files(run_dir)
-        write_json_atomic(run_dir / RECORD, {"run_dir": str(run_dir), "status": "running",
-                                             "starts": record.get("starts", 0) + 1,
-                                             "config": mine, "hydra_files": hydra_files})
+    record = read(run_dir)
+    if "config" not in record:
+        return None
+    _restore_hydra_files(run_dir, record)
+    mine = identity(cfg)
+    if record["config"] != mine:
+        key, old, new = _first_difference(record["config"], mine)
+        raise ConfigError(key, new, f"{old!r}, as recorded in {run_dir / RECORD}: that directory holds a "
+                          f"run of another config; continue it with mdn-train resume={run_dir}, or "
+                          "start fresh with a new hydra.run.dir / hydra.sweep.dir")
+    if (run_dir / "metrics.json").is_file():
+        print(f"already finished, skipped: {run_dir}")
+        return json.loads((run_dir / "metrics.json").read_text())["metrics"]
     return None
+
+
+def start(cfg: DictConfig, run_dir: Path) -> None:
+    """Record this run as started (after ``check`` and every other check passed)."""
+    if not _is_rank_zero():
+        return
+    run_dir = Path(run_dir)
+    record = read(run_dir)
+    (run_dir / "error.txt").unlink(missing_ok=True)  # a failed job runs again
+    if (run_dir / "checkpoints").is_dir():
+        remove_temporaries(run_dir / "checkpoints")  # what a kill during a save left
+    hydra_files = record.get("hydra_files") or _hydra_files(run_dir)
+    write_json_atomic(run_dir / RECORD, {"run_dir": str(run_dir), "status": "running",
+                                         "starts": record.get("starts", 0) + 1,
+                                         "config": identity(cfg), "hydra_files": hydra_files})
+
+
+def holds_a_record(run_dir: Path) -> bool:
+    return "config" in read(run_dir)
 
 
 def finish(run_dir: Path, **fields: Any) -> None:

@@ -5,15 +5,16 @@ to samples.npz or to CSV files in this command's run directory, listed in its ru
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from mdnlab.cli.config import CONFIG_DIR
-from mdnlab.cli.entry import run_entry_point
-from mdnlab.errors import ConfigError, integer
+from mdnlab.cli.config import CONFIG_DIR, check_seed
+from mdnlab.cli.entry import check_log_folder, run_entry_point
+from mdnlab.errors import ConfigError, fits_in_memory, integer
 
 FORMATS = ("npz", "csv")
 
@@ -23,6 +24,7 @@ def sample_checkpoint(cfg: DictConfig) -> list[Path]:
     from mdnlab.eval.predictive import predictive_summary, target_span
     from mdnlab.io import write_json_atomic
 
+    check_seed("seed", cfg.seed)
     if cfg.format not in FORMATS:
         raise ConfigError("format", cfg.format, "one of " + ", ".join(FORMATS))
     for key in ("n_samples", "grid_points"):
@@ -32,6 +34,8 @@ def sample_checkpoint(cfg: DictConfig) -> list[Path]:
         raise ConfigError("temperature", cfg.temperature, "a number > 0")
     model, datamodule = checkpoint.load(cfg.ckpt_path)
     inputs = parse_inputs(cfg.inputs, model.input_mean.numel())
+    per_draw = 8 * 4 * model.target_dim  # float64 draws, and their copies on the way to a file
+    fits_in_memory("n_samples", cfg.n_samples, len(inputs) * cfg.n_samples * per_draw, len(inputs) * per_draw)
     low, high = target_span(model, datamodule)
     summary = predictive_summary(model, inputs, cfg.n_samples, int(cfg.seed), float(cfg.temperature),
                                  low, high, cfg.grid_points)
@@ -132,8 +136,13 @@ def _fmt(value) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     run_entry_point(sample_checkpoint, cfg)
+
+
+def main() -> None:
+    check_log_folder(sys.argv)
+    _hydra_main()
 
 
 if __name__ == "__main__":

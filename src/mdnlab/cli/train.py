@@ -15,22 +15,50 @@ from omegaconf import DictConfig, OmegaConf
 
 from mdnlab.cli import rundir
 from mdnlab.cli.config import CONFIG_DIR, check_run, has_validation, instantiate_checked
-from mdnlab.cli.entry import quiet_lightning, resume_arguments, run_entry_point
+from mdnlab.cli.entry import check_log_folder, quiet_lightning, resume_arguments, run_entry_point
+from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one experiment; returns its final metrics (empty on ranks other than 0). A run
-    directory that already holds this config's finished run is left as it is (rundir.claim)."""
+    directory that already holds this config's finished run is left as it is (rundir.check)."""
     datamodule, model, trainer = build(cfg)
-    finished = rundir.claim(cfg, Path(cfg.paths.output_dir))
+    run_dir = Path(cfg.paths.output_dir)
+    finished = rundir.check(cfg, run_dir)
     if finished is not None:
         return finished
+    resume_from = _resume_from(cfg, model, run_dir)
+    rundir.start(cfg, run_dir)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=_resume_from(cfg))
+    _fit(trainer, model, datamodule, resume_from, run_dir)
     fit_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
     return finish(cfg, trainer, model, datamodule, fit_seconds)
+
+
+def _fit(trainer, model, datamodule, resume_from: str | None, run_dir: Path) -> None:
+    """Trainer.fit, with a SIGTERM (Lightning stops after the epoch, having checkpointed it) or
+    a diverged loss as one line that says what the run directory holds."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException:
+        raise Interrupted(f"stopped by SIGTERM after {trainer.current_epoch} epochs (global step "
+                          f"{trainer.global_step}); {_last_state(run_dir)}: continue with mdn-train "
+                          f"resume={run_dir}") from None
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{error}; {_last_state(run_dir)}") from None
+
+
+def _last_state(run_dir: Path) -> str:
+    from mdnlab import checkpoint
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "no checkpoint was written before it"
+    return f"{last} holds the state of global step {checkpoint.read(last)['global_step']}"
 
 
 def build(cfg: DictConfig):
@@ -39,6 +67,8 @@ def build(cfg: DictConfig):
     import lightning as L
     import torch
     from hydra.utils import instantiate
+
+    from mdnlab.checkpoint import SafeCheckpointIO
 
     quiet_lightning()
     if cfg.get("torch_threads") is not None:
@@ -49,24 +79,36 @@ def build(cfg: DictConfig):
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers),
                            validates=has_validation(cfg))
-    extra = {}
+    plugins = [SafeCheckpointIO()]  # every checkpoint read and written safely (see the class)
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         # submitit owns requeueing (hydra.launcher.max_num_timeout); Lightning must not also
         # catch SLURM's signal and requeue the job a second time
-        extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     return datamodule, model, trainer
 
 
-def _resume_from(cfg: DictConfig) -> str | None:
-    """ckpt_path, or (auto_resume) the job directory's own last.ckpt: a requeued cluster job
-    starts again in the same directory and picks up where it was stopped."""
+def _resume_from(cfg: DictConfig, model, run_dir: Path) -> str | None:
+    """ckpt_path, or (auto_resume) the run directory's own last.ckpt when its run.json records
+    this config: a requeued cluster job starts again in the same directory and picks up where
+    it was stopped. Either is checked to hold this model's weights before anything is written."""
+    from mdnlab import checkpoint
+
     if cfg.get("ckpt_path") is not None:
-        return str(cfg.ckpt_path)
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    return str(last) if cfg.get("auto_resume", True) and last.is_file() else None
+        path = str(cfg.ckpt_path)
+    else:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not (cfg.get("auto_resume", True) and last.is_file()):
+            return None
+        if not rundir.holds_a_record(run_dir):
+            raise ConfigError("hydra.run.dir", str(run_dir), f"a new directory, or one whose run.json records "
+                              f"this config ({last} is there, with no record of the config that wrote it); "
+                              f"continue that run with mdn-train resume={run_dir}")
+        path = str(last)
+    checkpoint.check_fits(path, model, int(cfg.trainer.max_epochs))
+    return path
 
 
 def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool = True) -> list:
@@ -230,6 +272,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """mdn-train [overrides] | mdn-train resume=<run dir> | mdn-train -m <sweep overrides>"""
     sys.argv = resume_arguments(sys.argv)
+    check_log_folder(sys.argv)
     _hydra_main()
 
 

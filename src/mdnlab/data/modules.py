@@ -7,15 +7,17 @@ checks that read files.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from mdnlab.data.batches import Standardizer, TensorBatches, split_sizes
-from mdnlab.errors import ConfigError, integer, number
+from mdnlab.errors import ConfigError, fits_in_memory, integer, number
 from mdnlab.problems import RobotArm, Sinusoid, Table
 
 # data.val_fraction=0 (no validation split) is deliberate; Lightning would warn about it every fit
@@ -135,6 +137,10 @@ class _ProblemDataModule(ArrayDataModule):
         super().__init__(problem, **shared)
         integer("data.n_samples", n_samples, 2)
         integer("data.n_test", n_test, 1, optional=True)
+        # raw, standardised and noisy float32 copies, float64 for scoring and the oracle: ~64 B a value
+        per_point = 64 * (len(problem.input_names) + len(problem.target_names))
+        fits_in_memory("data.n_samples", n_samples, n_samples * per_point, per_point)
+        fits_in_memory("data.n_test", n_test, (n_test or 0) * per_point, per_point)
         n_train, n_val, n_rest = split_sizes(n_samples, shared["train_fraction"], shared["val_fraction"])
         if n_train < 2 or (shared["val_fraction"] > 0 and n_val < 1) or (n_test is None and n_rest < 1):
             raise ConfigError("data.n_samples", n_samples, "enough points for ≥ 2 train, ≥ 1 val and "
@@ -201,7 +207,9 @@ class TableDataModule(ArrayDataModule):
     def __init__(self, path: str, inputs: list[str], targets: list[str], seed: int = 0,
                  train_fraction: float = 0.8, val_fraction: float = 0.1,
                  batch_size: int | None = None, passes_per_epoch: int = 1, standardize: bool = True,
-                 input_noise: float = 0.0, target_noise: float = 0.0) -> None:
+                 input_noise: float = 0.0, target_noise: float = 0.0, sha256: str | None = None) -> None:
+        if path is not None and str(path) not in ("", "???"):
+            path = str(Path(str(path)).expanduser().absolute())  # a checkpoint must not depend on the cwd
         problem = Table(path, inputs, targets)
         super().__init__(problem, seed=seed, train_fraction=train_fraction,
                          val_fraction=val_fraction, batch_size=batch_size,
@@ -213,9 +221,20 @@ class TableDataModule(ArrayDataModule):
         self._rows: tuple[Tensor, Tensor] | None = None
 
     def check(self) -> None:
-        """Read the file: the columns exist and hold finite numbers, enough rows for the splits."""
-        inputs, _ = self._rows = self.problem.load()
+        """Read the file: the same file as in training (by content hash, when the module was
+        rebuilt from a checkpoint), the columns exist and hold finite numbers, enough rows for
+        the splits. A first read records the hash (``sha256``, saved in checkpoints)."""
         hp = self.hparams
+        file = Path(hp.path)
+        if hp.sha256 and not file.is_file():
+            raise ConfigError("data.path", hp.path, "the file this model was trained on (it is not there; "
+                              "if it moved, name its new place with data.path=...)")
+        digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+        if hp.sha256 and digest != hp.sha256:
+            raise ConfigError("data.path", hp.path, f"the file this model was trained on (sha256 "
+                              f"{hp.sha256[:12]}…): it has changed since (sha256 {digest[:12]}…)")
+        inputs, _ = self._rows = self.problem.load()
+        hp["sha256"] = digest
         n_train, n_val, n_test = split_sizes(len(inputs), hp.train_fraction, hp.val_fraction)
         if n_train < 2 or (hp.val_fraction > 0 and n_val < 1) or n_test < 1:
             raise ConfigError("data.path", hp.path, f"a file with enough rows for ≥ 2 train, ≥ 1 val "

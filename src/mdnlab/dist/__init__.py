@@ -15,7 +15,24 @@ from torch import Tensor
 
 from mdnlab.dist import mixture, mvmixture
 
-__all__ = ["Mixture", "mixture", "mvmixture"]
+__all__ = ["Mixture", "map_rows", "mixture", "mvmixture"]
+
+# Elements per chunk of rows for the O(K²) work arrays (CRPS pairs, mean-shift starts × components):
+# 2**24 float64s, 128 MiB, whatever K is; at the project's sizes every batch is one chunk.
+CHUNK_ELEMENTS = 2**24
+
+
+def map_rows(function, m: "Mixture", *tensors: Tensor, per_row: int):
+    """``function(m, *tensors)`` on chunks of leading rows, concatenated: memory stays bounded
+    when each row needs ``per_row`` work elements. One chunk (the same call) when they fit."""
+    n = m.logits.shape[0] if m.logits.dim() > 1 else 1
+    rows = max(1, CHUNK_ELEMENTS // max(1, per_row))
+    if m.logits.dim() < 2 or n <= rows:
+        return function(m, *tensors)
+    outs = [function(m.rows(slice(i, i + rows)), *(t[i:i + rows] for t in tensors)) for i in range(0, n, rows)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)
 
 
 class Mixture(NamedTuple):
@@ -79,8 +96,10 @@ class Mixture(NamedTuple):
         return torch.diagonal(mvmixture.covariance(*self), dim1=-2, dim2=-1).sqrt()
 
     def modes(self) -> tuple[Tensor, Tensor]:
-        """Mean-shift from each μ_k: (points (..., K[, D]), log density (..., K))."""
-        return (mixture if self.univariate else mvmixture).modes(*self)
+        """Mean-shift from each μ_k: (points (..., K[, D]), log density (..., K)), in chunks of rows."""
+        module = mixture if self.univariate else mvmixture
+        k, d = self.logits.shape[-1], self.n_targets
+        return map_rows(lambda c: module.modes(*c), self, per_row=k * k * d * d)
 
     def highest_mode(self, modes: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The most probable mode, (...) or (..., D); ``modes`` when already computed."""

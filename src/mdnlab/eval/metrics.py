@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mdnlab.dist import Mixture, mixture
+from mdnlab.dist import Mixture, map_rows, mixture
 
 NLL_MISS_THRESHOLD = 6.0  # nats; a held-out point above this is (nearly always) a missed mode
 ENERGY_SCORE_DRAWS = 200  # Monte-Carlo draws per point for the energy score (several targets)
@@ -62,7 +62,7 @@ def marginal_metrics(m: Mixture, t: Tensor) -> dict[str, float]:
     one-target mixture against targets (N,)."""
     pit = mixture.cdf(*m, t)
     return {
-        "crps": mixture.crps(*m, t).mean().item(),
+        "crps": map_rows(lambda c, tt: mixture.crps(*c, tt), m, t, per_row=m.logits.shape[-1] ** 2).mean().item(),
         "pit_ks": pit_ks_statistic(pit),
         "coverage_50": ((pit >= 0.25) & (pit <= 0.75)).double().mean().item(),
         "coverage_90": ((pit >= 0.05) & (pit <= 0.95)).double().mean().item(),
@@ -91,7 +91,11 @@ def pit_ks_statistic(pit: Tensor) -> float:
 def _energy_score(m: Mixture, t: Tensor, generator: torch.Generator) -> float:
     from mdnlab.dist import mvmixture
 
-    return mvmixture.energy_score(*m, t, ENERGY_SCORE_DRAWS, generator=generator).mean().item()
+    def score(chunk: Mixture, targets: Tensor) -> Tensor:
+        return mvmixture.energy_score(*chunk, targets, ENERGY_SCORE_DRAWS, generator=generator)
+
+    per_row = ENERGY_SCORE_DRAWS * m.logits.shape[-1] * m.n_targets
+    return map_rows(score, m, t, per_row=per_row).mean().item()
 
 
 def oracle_metrics(problem, inputs: Tensor, targets: Tensor, nll: float) -> dict[str, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mdnlab.dist import CHUNK_ELEMENTS
 from mdnlab.eval.metrics import predict
 
 
@@ -31,8 +32,7 @@ def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, tempera
                  for d in range(m.n_targets)]
     summary = {
         "inputs": inputs if inputs.shape[1] > 1 else inputs.reshape(-1),
-        "samples": m.sample(n_samples, generator=torch.Generator().manual_seed(seed),
-                            temperature=temperature),
+        "samples": _draw(m, n_samples, torch.Generator().manual_seed(seed), temperature),
         "mean": m.mean(),
         "std": m.std(),
         "most_probable_mode": m.highest_mode(modes),
@@ -45,6 +45,15 @@ def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, tempera
         "marginal_density": torch.stack(densities, 1),
     }
     return _one_target(summary) if m.n_targets == 1 else summary
+
+
+def _draw(m, n_samples: int, generator: torch.Generator, temperature: float) -> Tensor:
+    """(n, S, D) draws, in chunks of S that keep the (S, n, K) Gumbel noise bounded; one call,
+    the same draws, when it fits."""
+    per_sample = len(m.logits) * m.logits.shape[-1]
+    chunk = max(1, CHUNK_ELEMENTS // per_sample)
+    sizes = [min(chunk, n_samples - i) for i in range(0, n_samples, chunk)]
+    return torch.cat([m.sample(size, generator=generator, temperature=temperature) for size in sizes], dim=-2)
 
 
 def _one_target(summary: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -78,7 +78,7 @@ class EpochTraining:
             raise NonFiniteLossError(
                 f"training loss became non-finite ({losses[first].item()}) in epoch "
                 f"{self.current_epoch} at global step {self.global_step - len(losses) + first}; "
-                "stopped before saving, so the checkpoints in the run directory hold the last finite state")
+                "stopped before saving")
         self._train_sum, self._train_steps = losses.sum(), len(losses)
 
     def epoch_training_loss(self) -> Tensor | None:

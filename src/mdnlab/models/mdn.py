@@ -8,12 +8,15 @@ import torch
 from torch import Tensor, nn
 
 from mdnlab.dist import Mixture, mixture, mvmixture
-from mdnlab.errors import choice, integer, number
+from mdnlab.errors import ConfigError, choice, integer, number
 from mdnlab.models.base import Regressor, plain
 from mdnlab.models.layers import MemberLinear, mlp_trunk
 
 SIGMA_TRANSFORMS = ("exp", "softplus")
 COVARIANCES = ("diag", "full")
+# Scoring costs O(K²) per test point (CRPS, mean-shift modes), K = n_gaussians × n_members, in
+# chunks of points; past this, one point's pairwise terms alone outgrow a laptop's memory.
+MAX_COMPONENTS = 4096
 
 
 class MixtureDensityNetwork(Regressor):
@@ -46,6 +49,10 @@ class MixtureDensityNetwork(Regressor):
         super().__init__(input_dim, target_dim, hidden_size, n_hidden_layers, activation, optimizer)
         integer("model.n_gaussians", n_gaussians, 1)
         integer("model.n_members", n_members, 1)
+        if n_gaussians * n_members > MAX_COMPONENTS:
+            raise ConfigError("model.n_gaussians", n_gaussians, f"at most {MAX_COMPONENTS // n_members} with "
+                              f"n_members={n_members} (scoring costs K² per point, K = n_gaussians × "
+                              f"n_members ≤ {MAX_COMPONENTS})")
         choice("model.sigma_transform", sigma_transform, SIGMA_TRANSFORMS)
         choice("model.covariance", covariance, COVARIANCES)
         number("model.min_sigma", min_sigma, "a finite number ≥ 0", lambda v: v >= 0)

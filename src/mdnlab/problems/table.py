@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -77,6 +78,9 @@ def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str]) -> tup
 def read_columns(path: str | Path) -> dict[str, list]:
     """Column name → values (strings for CSV, arrays' items for NPZ), all of one length."""
     file = Path(path).expanduser()
+    if file.exists() and not file.is_file():
+        kind = "a directory" if file.is_dir() else "a FIFO" if stat.S_ISFIFO(file.stat().st_mode) else "not a file"
+        raise ConfigError("data.path", str(path), f"a regular file (that is {kind})")
     if not file.is_file():
         raise ConfigError("data.path", str(path), "an existing file (no file at that path)")
     columns = _read_csv(file) if file.suffix.lower() == ".csv" else _read_npz(file)
