@@ -93,3 +93,31 @@ def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
         with open(directory / "density.csv") as handle:
             assert sum(1 for _ in handle) == 1 + 3 * 400
     assert all(Path(f).parent == directory for f in run_record(tmp_path, "sample")["files"])
+
+
+def test_the_predictive_distribution_scores_what_metrics_json_says(finished_run):
+    """model.predictive_distribution(inputs) is a torch MixtureSameFamily in original units:
+    its log_prob on the test split is the run's test/nll."""
+    from mdnlab import checkpoint
+
+    run, metrics = finished_run
+    model, datamodule = checkpoint.load(json.loads((run / "run.json").read_text())["tested_checkpoint"])
+    datamodule.prepare_splits()
+    inputs, targets = datamodule.raw["test"]
+    p = model.predictive_distribution(inputs)  # float32, as the model is
+    assert isinstance(p, torch.distributions.MixtureSameFamily)
+    nll = -p.log_prob(targets.reshape(-1)).mean().item()
+    assert nll == pytest.approx(metrics["test/nll"], rel=1e-5)  # metrics are scored in float64
+    assert p.sample((3,)).shape == (3, len(inputs)) and p.cdf(targets.reshape(-1)).max() <= 1
+
+
+def test_metrics_json_is_strict_json_and_hparams_yaml_is_filled(tmp_path):
+    import math
+
+    metrics = train(compose_train(tmp_path, [*FAST, "figures=false"]))  # no validation split
+    assert math.isnan(metrics["val/best_nll"])
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text)["metrics"]["val/best_nll"] is None
+    json.loads((tmp_path / "run" / "run.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    hparams = (tmp_path / "run" / "hparams.yaml").read_text()
+    assert "model.n_gaussians: 5" in hparams and "seed: 0" in hparams

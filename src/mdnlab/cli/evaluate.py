@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mdnlab.cli import usage
 from mdnlab.cli.config import CONFIG_DIR
 from mdnlab.cli.entry import check_log_folder, quiet_lightning, run_entry_point
 from mdnlab.errors import ConfigError
@@ -46,6 +47,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    usage.help_if_asked(usage.EVAL)
     check_log_folder(sys.argv)
     _hydra_main()
 

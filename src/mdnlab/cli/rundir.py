@@ -1,4 +1,5 @@
-"""A run directory's own record, run.json: the config that made the run and what it left.
+"""A run directory's own record, run.json (the config that made the run, what it left), and the
+other files a finished run writes: metrics.json, hparams.yaml.
 
 Rerunning a command into an existing directory (a killed multirun with the same
 hydra.sweep.dir, a fixed hydra.run.dir, a requeued cluster job) then finishes what is missing:
@@ -121,3 +122,43 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def _is_rank_zero() -> bool:
     """Ranks started by a launcher (torchrun, srun) share the directory: one of them writes."""
     return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
+
+
+# ---- what a finished run writes ----------------------------------------------------------------
+
+def record(run_dir: Path, metrics: dict[str, float], tested_path: str, fit_seconds: float) -> None:
+    """metrics.json holds only what the seed determines (two runs of one seed match byte for
+    byte); run.json adds where and how long: what scripts and tests read, never stdout."""
+    write_json_atomic(run_dir / "metrics.json", {
+        "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
+    finish(run_dir, tested_checkpoint=tested_path, fit_seconds=fit_seconds, metrics=metrics)
+
+
+def write_hparams(run_dir: Path, hparams: dict[str, Any]) -> None:
+    """hparams.yaml with the run's knobs (Lightning writes it once, empty, at the start)."""
+    write_text_atomic(run_dir / "hparams.yaml", OmegaConf.to_yaml(OmegaConf.create(hparams)))
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, Any]:
+    """The scalar knobs of a run, flat, for TensorBoard's HPARAMS tab."""
+    flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name()}
+    for group in ("data", "model", "trainer"):
+        container = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
+        for key, value in flatten(container, group).items():
+            if isinstance(value, (int, float, str, bool)) and not key.endswith("_partial_"):
+                flat[key] = value
+    return flat
+
+
+def experiment_name() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.choices.get("experiment") or "")
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

@@ -12,6 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from mdnlab.cli import usage
 from mdnlab.cli.config import CONFIG_DIR, check_seed
 from mdnlab.cli.entry import check_log_folder, run_entry_point
 from mdnlab.errors import ConfigError, fits_in_memory, integer
@@ -141,6 +142,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    usage.help_if_asked(usage.SAMPLE)
     check_log_folder(sys.argv)
     _hydra_main()
 

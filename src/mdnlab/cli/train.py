@@ -4,16 +4,16 @@ metrics.json, run.json, figures)."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mdnlab.cli import rundir
+from mdnlab.cli import rundir, usage
 from mdnlab.cli.config import CONFIG_DIR, check_run, has_validation, instantiate_checked
 from mdnlab.cli.entry import check_log_folder, quiet_lightning, resume_arguments, run_entry_point
 from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
@@ -136,15 +136,27 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     tested_path = choose_checkpoint(cfg, trainer)
     tested_model = _load(tested_path) if tested_path else model.cpu()
     metrics = score(tested_model, datamodule, trainer, model.metric)
-    record(run_dir, metrics, tested_path, fit_seconds)
+    rundir.record(run_dir, metrics, tested_path, fit_seconds)
     log_results(trainer, cfg, metrics, model.metric)
     if cfg.get("figures", True):
         log_figures(trainer, draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)))
     for logger in trainer.loggers:
         logger.save()
-    print(f"run dir: {run_dir}")
-    print(summary_line(metrics))
+    rundir.write_hparams(run_dir, rundir.hparams_of(cfg))
+    say(f"run dir: {run_dir}", summary_line(metrics))
     return metrics
+
+
+def say(*lines: str) -> None:
+    """Print ``lines`` as they are, and add them to the run's log file (train.log) too."""
+    import logging
+
+    for line in lines:
+        print(line)
+        record = logging.LogRecord("mdnlab", logging.INFO, __file__, 0, line, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
 
 
 def choose_checkpoint(cfg: DictConfig, trainer) -> str:
@@ -181,23 +193,13 @@ def score(model, datamodule, trainer, metric: str) -> dict[str, float]:
     return metrics
 
 
-def record(run_dir: Path, metrics: dict[str, float], tested_path: str, fit_seconds: float) -> None:
-    """metrics.json holds only what the seed determines (two runs of one seed match byte for
-    byte); run.json adds where and how long: what scripts and tests read, never stdout."""
-    from mdnlab.io import write_json_atomic
-
-    write_json_atomic(run_dir / "metrics.json", {
-        "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
-    rundir.finish(run_dir, tested_checkpoint=tested_path, fit_seconds=fit_seconds, metrics=metrics)
-
-
 def log_results(trainer, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
     for logger in trainer.loggers:
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
                            step=trainer.global_step)
-        logger.log_hyperparams(hparams_of(cfg), metrics={
-            f"hp/best_val_{metric}": metrics[f"val/best_{metric}"],
-            f"hp/test_{metric}": metrics[f"test/{metric}"]})
+        scores = {f"hp/best_val_{metric}": metrics[f"val/best_{metric}"], f"hp/test_{metric}": metrics[f"test/{metric}"]}
+        # a NaN (no validation split) would hide the run from HPARAMS' parallel-coordinates view
+        logger.log_hyperparams(rundir.hparams_of(cfg), metrics={k: v for k, v in scores.items() if math.isfinite(v)})
 
 
 def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
@@ -237,31 +239,6 @@ def summary_line(metrics: dict[str, float]) -> str:
     return " | ".join(parts)
 
 
-def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """The scalar knobs of a run, flat, for TensorBoard's HPARAMS tab."""
-    flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name()}
-    for group in ("data", "model", "trainer"):
-        container = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
-        for key, value in rundir.flatten(container, group).items():
-            if isinstance(value, (int, float, str, bool)) and not key.endswith("_partial_"):
-                flat[key] = value
-    return flat
-
-
-def experiment_name() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return ""
-    return str(HydraConfig.get().runtime.choices.get("experiment") or "")
-
-
-def _task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = run_entry_point(train, cfg) or {}
@@ -271,6 +248,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """mdn-train [overrides] | mdn-train resume=<run dir> | mdn-train -m <sweep overrides>"""
+    usage.help_if_asked(usage.TRAIN)
     sys.argv = resume_arguments(sys.argv)
     check_log_folder(sys.argv)
     _hydra_main()

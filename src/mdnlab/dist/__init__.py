@@ -134,6 +134,21 @@ class Mixture(NamedTuple):
             return Mixture(self.logits, self.mu.unsqueeze(-1), self.scale.unsqueeze(-1))
         return self
 
+    def distribution(self):
+        """The same mixture as a ``torch.distributions.MixtureSameFamily`` (over ``Normal``,
+        ``Independent(Normal)`` or ``MultivariateNormal``), for ``log_prob``, ``sample``,
+        ``mean``, ``variance`` and, with one target, ``cdf`` in your own code."""
+        from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal,
+                                         Normal)
+
+        if self.univariate:
+            components = Normal(self.mu, self.scale)
+        elif self.full_covariance:
+            components = MultivariateNormal(self.mu, scale_tril=self.scale)
+        else:
+            components = Independent(Normal(self.mu, self.scale), 1)
+        return MixtureSameFamily(Categorical(logits=self.logits), components)
+
     def sample(self, n_samples: int, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> Tensor:
         """Gumbel-max draws: (..., n_samples) for one target, (..., n_samples, D) for D."""

@@ -81,6 +81,13 @@ class Regressor(EpochTraining, L.LightningModule):
         """Map a standardised-space metric (mean over points) to original units."""
         raise NotImplementedError
 
+    def predictive_distribution(self, inputs: Tensor):
+        """p(target | input) at each row of ``inputs`` (original units, shape (N, input_dim)) as
+        a ``torch.distributions.MixtureSameFamily`` in original units: ``log_prob(targets)``
+        with targets (N,) for one target or (N, D), ``sample``, ``mean``, ``variance``, ``cdf``."""
+        inputs = inputs.to(self.device, self.dtype)
+        return self.predictive_mixture(inputs.reshape(len(inputs), -1)).distribution()
+
     # ---- optimisation -------------------------------------------------------------------
 
     def configure_optimizers(self):
