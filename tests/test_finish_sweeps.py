@@ -87,7 +87,7 @@ def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp
     reports = [groups_csv(group(collect(sweep))[0]) for sweep in (killed, reference)]
     assert reports[0] == reports[1]
     (row,) = csv.DictReader(reports[0].splitlines())
-    assert "model.n_gaussians=2" in row["setting"] and "seed" not in row["setting"]
+    assert "model.n_gaussians=2" in row["overrides"] and "seed" not in row["overrides"]
     assert (row["n"], row["not_completed"]) == ("3", "0")
 
 

@@ -1,7 +1,9 @@
 """End to end: training through Hydra, the run directory, mdn-eval, and a multirun."""
 
-import math
+import contextlib
 import json
+import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,52 @@ def test_multirun_two_jobs(tmp_path):
     nlls = [json.loads((j / "metrics.json").read_text())["metrics"]["test/nll"] for j in jobs]
     assert all(1.0 < v < 10 for v in nlls) and nlls[0] != nlls[1]
     assert all((j / "run.json").is_file() for j in jobs)
+    # TensorBoard's own HPARAMS data API: the swept key is a column, marked as the one that differs
+    with tensorboard(sweeps[0]) as ask:
+        experiment = ask("hparams/experiment", {"experimentName": ""})
+        columns = {h["name"]: h for h in experiment["hparamInfos"]}
+        assert columns["model.n_gaussians"].get("differs") is True
+        assert not columns["model.hidden_size"].get("differs")
+        assert "trainer.default_root_dir" not in columns and not any("_target_" in c for c in columns)
+        assert next(iter(columns)) == "model.n_gaussians"  # differing columns first
+        groups = ask("hparams/session_groups", {"experimentName": "", "startIndex": 0, "sliceSize": 10,
+                                                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"]})
+        values = sorted(g["hparams"]["model.n_gaussians"] for g in groups["sessionGroups"])
+        assert values == [1, 3] and all(g["metricValues"] for g in groups["sessionGroups"])
+
+
+@contextlib.contextmanager
+def tensorboard(logdir):
+    """A TensorBoard server on logdir; yields ask(route, request) for its plugin data API."""
+    import time
+    import urllib.request
+
+    from conftest import BIN
+
+    server = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", str(logdir), "--host", "127.0.0.1",
+                               "--port", "0", "--load_fast", "false"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        while url is None:
+            line = server.stderr.readline()
+            assert line, "tensorboard did not start"
+            url = next((w for w in line.split() if w.startswith("http://")), None)
+
+        def ask(route, request):
+            deadline = time.time() + 30
+            while True:  # the first load of the event files happens in the background
+                post = urllib.request.Request(f"{url.rstrip('/')}/data/plugin/{route}", json.dumps(request).encode(),
+                                              headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"})
+                with urllib.request.urlopen(post, timeout=10) as r:
+                    answer = json.loads(r.read())
+                if answer.get("hparamInfos") or answer.get("sessionGroups") or time.time() > deadline:
+                    return answer
+                time.sleep(0.5)
+
+        yield ask
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_fast_path_and_hooked_path_train_identically(tmp_path):

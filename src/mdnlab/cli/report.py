@@ -56,7 +56,7 @@ def group(rows: list[dict]) -> tuple[list[dict], str]:
     settings: dict[tuple, dict] = {}
     for row in rows:
         key = tuple(sorted((k, v) for k, v in row["_overrides"].items() if k not in REPLICATE_KEYS))
-        entry = settings.setdefault(key, {"setting": " ".join(f"{k}={v}" for k, v in key) or "(defaults)",
+        entry = settings.setdefault(key, {"overrides": " ".join(f"{k}={v}" for k, v in key) or "(defaults)",
                                           "_overrides": dict(key), "jobs": [], "not_completed": 0})
         if row["status"] == "completed":
             entry["jobs"].append(row)
@@ -72,6 +72,9 @@ def group(rows: list[dict]) -> tuple[list[dict], str]:
         entry["stats"] = {name: _mean_se([job["_metrics"].get(name) for job in entry["jobs"]]) for name in names}
         groups.append(entry)
     groups.sort(key=lambda g: (g["n"] == 0, g["stats"].get(rank_by, (math.inf,))[0]))
+    varying = swept_keys(groups)  # a setting is named by what differs between settings
+    for g in groups:
+        g["setting"] = " ".join(f"{k}={g['_overrides'].get(k, '(default)')}" for k in varying) or g["overrides"]
     return groups, rank_by
 
 
@@ -88,14 +91,14 @@ def groups_csv(groups: list[dict]) -> str:
     names = sorted({name for g in groups for name in g["stats"]})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["setting", "n", "not_completed"]
+    writer.writerow(["setting", "overrides", "n", "not_completed"]
                     + [f"{name}{part}" for name in names for part in ("_mean", "_se", "_values")])
     for g in groups:
         cells = []
         for name in names:
             mean, se, values = g["stats"].get(name, (math.nan, None, []))
             cells += [mean, "" if se is None else se, " ".join(_cell(v) for v in values)]
-        writer.writerow([g["setting"], g["n"], g["not_completed"], *cells])
+        writer.writerow([g["setting"], g["overrides"], g["n"], g["not_completed"], *cells])
     return buffer.getvalue()
 
 
@@ -132,9 +135,13 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
+    """The per-job table; its overrides column shows only the keys that vary between jobs."""
+    varying = [k for k in dict.fromkeys(k for r in rows for k in r["_overrides"])
+               if len({r["_overrides"].get(k) for r in rows}) > 1]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |")
+        shown = {**row, "overrides": " ".join(f"{k}={row['_overrides'].get(k, '')}" for k in varying)}
+        lines.append("| " + " | ".join(_cell(shown.get(c)) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 

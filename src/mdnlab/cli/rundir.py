@@ -23,7 +23,7 @@ from mdnlab.io import remove_temporaries, write_json_atomic, write_text_atomic
 
 RECORD = "run.json"
 # where the run is written and how fast it runs, not what it computes
-IGNORED = ("paths", "ckpt_path", "auto_resume", "torch_threads", "trainer.default_root_dir")
+IGNORED = ("paths", "ckpt_path", "auto_resume", "torch_threads", "trainer.default_root_dir", "tags", "extras")
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 
@@ -126,12 +126,14 @@ def _is_rank_zero() -> bool:
 
 # ---- what a finished run writes ----------------------------------------------------------------
 
-def record(run_dir: Path, metrics: dict[str, float], tested_path: str, fit_seconds: float) -> None:
+def record(cfg: DictConfig, run_dir: Path, metrics: dict[str, float], tested_path: str,
+           fit_seconds: float) -> None:
     """metrics.json holds only what the seed determines (two runs of one seed match byte for
     byte); run.json adds where and how long: what scripts and tests read, never stdout."""
     write_json_atomic(run_dir / "metrics.json", {
         "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
-    finish(run_dir, tested_checkpoint=tested_path, fit_seconds=fit_seconds, metrics=metrics)
+    finish(run_dir, tested_checkpoint=tested_path, fit_seconds=fit_seconds, metrics=metrics,
+           tags=list(OmegaConf.select(cfg, "tags", default=[]) or []))
 
 
 def write_hparams(run_dir: Path, hparams: dict[str, Any]) -> None:
@@ -139,15 +141,64 @@ def write_hparams(run_dir: Path, hparams: dict[str, Any]) -> None:
     write_text_atomic(run_dir / "hparams.yaml", OmegaConf.to_yaml(OmegaConf.create(hparams)))
 
 
+# settings of how a run is shown or where it is written, not what it computes
+NOT_KNOBS = ("trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+             "trainer.log_every_n_steps", "trainer.num_sanity_val_steps", "trainer.accelerator",
+             "trainer.devices", "trainer.num_nodes", "trainer.deterministic", "data.seed")
+
+
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """The scalar knobs of a run, flat, for TensorBoard's HPARAMS tab."""
-    flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name()}
+    """The knobs of a run, flat, for TensorBoard's HPARAMS tab and hparams.yaml: seed,
+    experiment and the scalar settings of data, model and trainer, without class paths
+    (``_target_``) and without what only says how the run is shown or where it is written."""
+    flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name(),
+                            "tags": ",".join(map(str, cfg.get("tags") or []))}
     for group in ("data", "model", "trainer"):
         container = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
         for key, value in flatten(container, group).items():
-            if isinstance(value, (int, float, str, bool)) and not key.endswith("_partial_"):
+            if isinstance(value, (int, float, str, bool)) and not key.rsplit(".", 1)[-1].startswith("_") \
+                    and key not in NOT_KNOBS:
                 flat[key] = value
     return flat
+
+
+def print_config_tree(cfg: DictConfig, run_dir: Path) -> None:
+    """The composed config as a tree, one branch per group (extras.print_config), printed and
+    saved as <run dir>/config_tree.txt."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config")
+    for key in cfg:
+        if key != "hydra":
+            node = cfg[key]
+            text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else str(node)
+            tree.add(str(key)).add(Syntax(text.rstrip(), "yaml"))
+    Console().print(tree)
+    with open(run_dir / "config_tree.txt", "w") as handle:
+        Console(file=handle, width=120, color_system=None).print(tree)
+
+
+def config_summary(cfg: DictConfig) -> str:
+    """One line: what is trained on what, for how long, where."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    groups = " ".join(f"{g}={choices.get(g)}" for g in ("experiment", "data", "model", "trainer") if choices.get(g))
+    model = cfg.model
+    size = f"{model.get('n_gaussians', '')} Gaussians, " if model.get("n_gaussians") else ""
+    size += f"{model.get('n_hidden_layers', 1)}×{model.get('hidden_size')} {model.get('activation')}"
+    steps = f"{cfg.trainer.max_epochs} epochs × {cfg.data.get('passes_per_epoch', 1)} passes"
+    return f"{groups} seed={cfg.seed} | {size} | {steps} on {cfg.trainer.accelerator}"
+
+
+def summary_markdown(cfg: DictConfig, metrics: dict[str, float]) -> str:
+    """The run on one page: its final metrics as a table and its composed config."""
+    rows = "\n".join(f"| {name} | {value:.6g} |" for name, value in sorted(metrics.items()))
+    config = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    indented = "\n".join("    " + line for line in config.splitlines())
+    return f"| metric | value |\n|---|---|\n{rows}\n\nComposed config:\n\n{indented}\n"
 
 
 def experiment_name() -> str:

@@ -42,6 +42,8 @@ def sample_checkpoint(cfg: DictConfig) -> list[Path]:
                                  low, high, cfg.grid_points)
     out = Path(cfg.paths.output_dir)
     paths = [write_npz(summary, out / "samples.npz")] if cfg.format == "npz" else write_csv(summary, out)
+    if cfg.get("plot"):
+        paths.append(plot(summary, datamodule, model.target_dim, out / "predictive.png"))
     write_json_atomic(out / "run.json", {"run_dir": str(out), "ckpt_path": str(cfg.ckpt_path),
                                          "files": [str(p) for p in paths]})
     for n, x in enumerate(inputs.tolist()):
@@ -50,6 +52,17 @@ def sample_checkpoint(cfg: DictConfig) -> list[Path]:
               f"most probable mode {_fmt(summary['most_probable_mode'][n].tolist())}")
     print("written:", *map(str, paths), sep="\n  ")
     return paths
+
+
+def plot(summary: dict[str, torch.Tensor], datamodule, target_dim: int, path: Path) -> Path:
+    from mdnlab.eval.figures.predictive import predictive_figure
+    from mdnlab.eval.figures.style import plt
+
+    names = datamodule.target_names if datamodule is not None else [f"target {j}" for j in range(target_dim)]
+    figure = predictive_figure(summary, names)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def write_npz(summary: dict[str, torch.Tensor], path: Path) -> Path:

@@ -29,6 +29,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return finished
     resume_from = _resume_from(cfg, model, run_dir)
     rundir.start(cfg, run_dir)
+    if trainer.is_global_zero:
+        if OmegaConf.select(cfg, "extras.print_config"):
+            rundir.print_config_tree(cfg, run_dir)
+        tags = f" | tags: {', '.join(map(str, cfg.tags))}" if cfg.get("tags") else ""
+        say(f"run dir: {run_dir}", rundir.config_summary(cfg) + tags, f"watch it: tensorboard --logdir {run_dir}")
     start = time.perf_counter()
     _fit(trainer, model, datamodule, resume_from, run_dir)
     fit_seconds = time.perf_counter() - start
@@ -123,7 +128,8 @@ def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool 
             continue  # early stopping and the best checkpoint need a validation split
         extra = {"monitor": monitor} if "monitor" in callback_cfg else {}
         callbacks.append(instantiate(callback_cfg, **extra))
-    if not has_logger:  # the LR monitor has nowhere to write (and Lightning refuses it)
+    if not has_logger or OmegaConf.select(cfg, "model.scheduler") is None:
+        # nowhere to write (Lightning refuses it), or nothing to show but a constant learning rate
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
 
@@ -135,10 +141,12 @@ def finish(cfg: DictConfig, trainer, model, datamodule, fit_seconds: float) -> d
     run_dir = Path(cfg.paths.output_dir)
     tested_path = choose_checkpoint(cfg, trainer)
     tested_model = _load(tested_path) if tested_path else model.cpu()
+    say(f"scoring the test split ({Path(tested_path).name if tested_path else 'final weights'})")
     metrics = score(tested_model, datamodule, trainer, model.metric)
-    rundir.record(run_dir, metrics, tested_path, fit_seconds)
+    rundir.record(cfg, run_dir, metrics, tested_path, fit_seconds)
     log_results(trainer, cfg, metrics, model.metric)
     if cfg.get("figures", True):
+        say("drawing figures")
         log_figures(trainer, draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)))
     for logger in trainer.loggers:
         logger.save()
@@ -194,12 +202,35 @@ def score(model, datamodule, trainer, metric: str) -> dict[str, float]:
 
 
 def log_results(trainer, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
+    """Test scores at the last optimiser step; the run's knobs and scores for HPARAMS; the
+    config and the final metrics as one text page (TensorBoard's TEXT tab)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    scores = {f"hp/best_val_{metric}": metrics[f"val/best_{metric}"], f"hp/test_{metric}": metrics[f"test/{metric}"]}
+    # a NaN (no validation split) would hide the run from HPARAMS' parallel-coordinates view
+    scores = {k: v for k, v in scores.items() if math.isfinite(v)}
     for logger in trainer.loggers:
-        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
-                           step=trainer.global_step)
-        scores = {f"hp/best_val_{metric}": metrics[f"val/best_{metric}"], f"hp/test_{metric}": metrics[f"test/{metric}"]}
-        # a NaN (no validation split) would hide the run from HPARAMS' parallel-coordinates view
-        logger.log_hyperparams(rundir.hparams_of(cfg), metrics={k: v for k, v in scores.items() if math.isfinite(v)})
+        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, step=trainer.global_step)
+        if isinstance(logger, TensorBoardLogger):
+            _hparams_session(logger.experiment, rundir.hparams_of(cfg), scores, trainer.global_step)
+            logger.experiment.add_text("run", rundir.summary_markdown(cfg, metrics), trainer.global_step)
+        else:  # CSV, MLflow, W&B: their own hyperparameter records
+            logger.log_hyperparams(rundir.hparams_of(cfg))
+            logger.log_metrics(scores, step=trainer.global_step)
+
+
+def _hparams_session(writer, hparams: dict, scores: dict, step: int) -> None:
+    """This run as one HPARAMS session, without the per-run experiment summary that Lightning's
+    log_hyperparams adds: TensorBoard takes the first such summary it finds for the whole
+    folder, which hides the columns other runs vary; without one it builds the table from all
+    sessions and puts the hyperparameters that differ first. Written by hand for that reason."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    _, session_start, session_end = hparams_summary(hparams, scores)
+    writer.file_writer.add_summary(session_start)
+    writer.file_writer.add_summary(session_end)
+    for name, value in scores.items():
+        writer.add_scalar(name, value, step)
 
 
 def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:

@@ -9,7 +9,9 @@ measured on the seed's model (~100 kFLOP a step, where per-step overhead is most
 - ``LightningOptimizer._on_before_step`` / ``_on_after_step`` (private): with no listener to the
   per-step hooks, the step calls the torch optimiser directly and still counts in Lightning's
   progress, so global_step, checkpoints and logging are unchanged (tested: identical weights);
-- a ``__setattr__`` that skips nn.Module's registration checks for plain bookkeeping values.
+- a ``__setattr__`` that skips nn.Module's registration checks for plain bookkeeping values;
+- ``fit_loop.epoch_loop._batches_that_stepped`` (private), the step loggers use, set to the
+  optimiser step so every metric shares one axis.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class EpochTraining:
         optimizer = self.optimizers()
         backward, step = self._step_functions(optimizer)
         max_steps = self.trainer.max_steps
+        bar = self.trainer.progress_bar_callback
+        bar = bar if hasattr(bar, "on_steps") else None  # a step-counting bar (cli.progress)
         losses = []
         for batch, _, _ in dataloader_iter:
             if 0 <= max_steps <= self.global_step:  # trainer.max_steps may end an epoch early
@@ -70,6 +74,8 @@ class EpochTraining:
             backward(loss)
             step()
             losses.append(loss.detach())
+            if bar is not None and bar.due():  # a clock read per step; a device read when shown
+                bar.on_steps(self.trainer, self, self.global_step, loss)
         if not losses:
             return
         losses = torch.stack(losses)
@@ -80,6 +86,9 @@ class EpochTraining:
                 f"{self.current_epoch} at global step {self.global_step - len(losses) + first}; "
                 "stopped before saving")
         self._train_sum, self._train_steps = losses.sum(), len(losses)
+        # Loggers put epoch-level metrics at this counter of batches (one Lightning batch here
+        # per epoch); set it to the optimiser step, so train/val/test share one axis (private)
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step
 
     def epoch_training_loss(self) -> Tensor | None:
         """The mean training loss of this epoch's steps, once; None if none were taken."""
