@@ -2,7 +2,7 @@
 
     make bench                      # or: python scripts/bench.py --steps 3000 --repeats 3
 
-For the seed's workload (experiment=seed_mdn_inverted: 900 training points, 20 tanh hidden
+For the seed's workload (experiment=seed_mdn_inverted: 1000 training points, 20 tanh hidden
 units, 5 Gaussians, full-batch Adam) and the MSE baseline (experiment=seed_mse_forward), it
 times N full-batch steps through
 
@@ -11,9 +11,11 @@ times N full-batch steps through
       LightningModule, Trainer, default callbacks and TensorBoard logger, writing to a
       temporary run directory),
 
-alternating A B A B so drift hits both alike, and reports the median µs per step of each, their
-ratio, and both final losses (same seed, same steps: they should agree). It also times a real
-`mdn-train` process from launch to its first training step. Results go to stdout and JSON.
+alternating A B C A B C so drift hits them alike (C: the project's path without the progress
+bar, to show what the bar costs), and reports the median µs per step of each, the ratio of A and
+B, and both final losses (same seed, same steps: they should agree). It also times a real
+`mdn-train` process from launch to its first training step, and `mdn-train --help`. Results go
+to stdout and JSON.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 WORKLOADS = {"mdn": "seed_mdn_inverted", "mse": "seed_mse_forward"}
+NO_BAR = ("callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false")
 
 
 def compose(experiment: str, run_dir: Path, steps: int, passes: int | None, extra=()):
@@ -140,6 +143,16 @@ def time_to_first_step(experiment: str) -> float:
         return float(stamp.read_text()) - launched
 
 
+def time_help(repeats: int = 3) -> float:
+    """Median seconds for `mdn-train --help` to print its page (it must not import torch)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "mdn-train"), "--help"], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Lightning path vs hand-written loop")
     parser.add_argument("--steps", type=int, default=3000, help="full-batch steps per timing")
@@ -157,10 +170,11 @@ def main() -> None:
                      "passes_per_epoch": args.passes or "experiment default",
                      "repeats": args.repeats, "workloads": {}}
     for name, experiment in WORKLOADS.items():
-        hand, project = [], []
-        for _ in range(args.repeats):  # A B A B ...
+        hand, project, no_bar = [], [], []
+        for _ in range(args.repeats):  # A B C A B C ...
             hand.append(time_hand_loop(experiment, args.steps, args.passes, args.threads))
             project.append(time_project(experiment, args.steps, args.passes, args.threads))
+            no_bar.append(time_project(experiment, args.steps, args.passes, args.threads, NO_BAR))
         hand_us = statistics.median(t for t, _ in hand)
         project_us = statistics.median(t for t, _, _ in project)
         results["workloads"][name] = {
@@ -168,9 +182,11 @@ def main() -> None:
             "project_us_per_step": project_us, "ratio": project_us / hand_us,
             "hand_final_loss": hand[-1][1], "project_final_loss": project[-1][1],
             "fit_setup_s": statistics.median(s for _, _, s in project),
+            "no_bar_us_per_step": statistics.median(t for t, _, _ in no_bar),
             "hand_all_us": [t for t, _ in hand], "project_all_us": [t for t, _, _ in project]}
     if not args.skip_startup:
         results["seconds_to_first_step"] = time_to_first_step(WORKLOADS["mdn"])
+        results["seconds_for_help"] = time_help()
     print(report(results))
     out = args.out or REPO / "logs" / "bench" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -183,15 +199,16 @@ def report(results: dict) -> str:
              f"N = {results['steps']} full-batch steps (data.passes_per_epoch: "
              f"{results['passes_per_epoch']}), median of {results['repeats']} A/B pairs",
              "",
-             "| workload | hand loop µs/step | mdnlab µs/step | ratio | final loss hand / mdnlab | fit setup s |",
-             "|---|---|---|---|---|---|"]
+             "| workload | hand loop µs/step | mdnlab µs/step | ratio | mdnlab, no progress bar | final loss hand / mdnlab | fit setup s |",
+             "|---|---|---|---|---|---|---|"]
     for name, w in results["workloads"].items():
         lines.append(f"| {name} ({w['experiment']}) | {w['hand_us_per_step']:.0f} | "
-                     f"{w['project_us_per_step']:.0f} | {w['ratio']:.3f} | "
+                     f"{w['project_us_per_step']:.0f} | {w['ratio']:.3f} | {w['no_bar_us_per_step']:.0f} | "
                      f"{w['hand_final_loss']:.5f} / {w['project_final_loss']:.5f} | "
                      f"{w['fit_setup_s']:.2f} |")
     if "seconds_to_first_step" in results:
-        lines += ["", f"mdn-train launch to first training step: {results['seconds_to_first_step']:.2f} s"]
+        lines += ["", f"mdn-train launch to first training step: {results['seconds_to_first_step']:.2f} s; "
+                  f"mdn-train --help: {results['seconds_for_help']:.2f} s"]
     return "\n".join(lines)
 
 

@@ -41,7 +41,7 @@ def test_rerun_with_other_settings_into_a_run_dir_is_refused(tmp_path, monkeypat
     status, err = run_main("mdn-train", [*QUICK, f"hydra.run.dir={run}", "model.optimizer.lr=0.05", "seed=9"],
                            tmp_path, monkeypatch, capsys)
     line = one_error_line(err)
-    assert status == 2 and "resume=" in line and "seed" in line
+    assert status == 2 and line.startswith("error: seed=9 is not allowed: 0") and "another config" in line
     after = hashes(run)
     assert {k: v for k, v in after.items() if not k.endswith(".log")} == \
         {k: v for k, v in before.items() if not k.endswith(".log")}
@@ -256,6 +256,8 @@ def test_checkpoints_that_do_not_fit_are_refused_before_anything_is_written(tmp_
         status, err = run_main("mdn-eval", [f"ckpt_path={tmp_path / 'crafted.ckpt'}"], tmp_path, monkeypatch, capsys)
         assert status == 2 and one_error_line(err).startswith("error: ckpt_path=")
     assert not (tmp_path / "eval").exists()  # a failed mdn-eval leaves no empty folders
+    status, err = run_main("mdn-eval", [f"ckpt_path={last}", "split=val"], tmp_path, monkeypatch, capsys)
+    assert status == 2 and one_error_line(err).startswith("error: split='val' is not allowed: one of train, test")
 
 
 @pytest.mark.slow
@@ -268,6 +270,8 @@ def test_a_read_only_log_folder_and_a_failed_sweep_job_are_one_line(tmp_path):
         blocked.mkdir(mode=0o500)
     out = run_cli(["mdn-train", *QUICK], blocked, check=False)
     assert out.returncode == 2 and "MDNLAB_LOG_DIR" in one_error_line(out.stderr)
+    out = run_cli(["mdn-train", *QUICK, "paths.log_dir=/proc/no_such_folder"], tmp_path, check=False)
+    assert out.returncode == 2 and "paths.log_dir" in one_error_line(out.stderr)
     out = run_cli(["mdn-train", "-m", "model.n_gaussians=0,2", *QUICK], tmp_path, check=False)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert out.returncode != 0 and "Traceback" not in out.stderr  # Hydra frames the line, no more

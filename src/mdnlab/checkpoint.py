@@ -40,7 +40,8 @@ def _load_weights_only(path: Any, key: str) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every unreadable file gets the same one line
-        raise ConfigError(key, str(path), f"a readable checkpoint ({type(error).__name__})") from None
+        raise ConfigError(key, str(path), f"a readable checkpoint (a file torch.save wrote; torch.load "
+                          f"fails on this one with {type(error).__name__})") from None
 
 
 def restore(checkpoint: dict[str, Any], path: Any = "", key: str = "ckpt_path",

@@ -135,9 +135,10 @@ def _unknown_setting(cfg: DictConfig, error: TypeError) -> ConfigError:
     group = "data" if name in (cfg.get("data") or {}) and name not in (cfg.get("model") or {}) else "model"
     target = get_class(cfg[group]._target_)
     known = [p for p in inspect.signature(target).parameters if p not in ("input_dim", "target_dim")]
+    hint = " (the experiment sets it for another model: with model=mse, e.g. experiment=seed_mse_forward)" \
+        if group == "model" and target.__name__ == "MSERegression" else ""
     return ConfigError(f"{group}.{name}", OmegaConf.select(cfg, f"{group}.{name}"),
-                       f"a setting of {target.__name__}: {', '.join(known)} (an experiment's settings "
-                       "for another model? pick an experiment for this model, e.g. experiment=seed_mse_forward)")
+                       f"a setting of {target.__name__}: {', '.join(known)}{hint}")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -112,6 +112,9 @@ def resume_arguments(argv: list[str]) -> list[str]:
             if not recorded.is_file() or not last.is_file():
                 _refuse(f"resume={value!r} is not allowed: a run directory holding .hydra/overrides.yaml "
                         "and checkpoints/last.ckpt")
+            if (run_dir / "metrics.json").is_file() and len(args) == 1:
+                print(f"already finished, skipped: {run_dir}")  # nothing to resume, nothing written
+                sys.exit(0)
             original = _original_overrides(run_dir)
             unsafe = [o for o in original if not _replayable(o)]
             if unsafe:
@@ -159,21 +162,28 @@ def _refuse(line: str) -> None:
 
 
 def check_log_folder(argv: list[str]) -> None:
-    """Before Hydra makes the run directory: the folder it goes in can be written, else one
-    line (Hydra itself would end in chained tracebacks)."""
+    """Before Hydra makes the run directory: the folder it goes in can be made and written,
+    else one line (Hydra itself would end in chained tracebacks)."""
+    import tempfile
+
     named = {a.partition("=")[0]: a.partition("=")[2] for a in argv[1:] if "=" in a}
     for key in ("hydra.run.dir", "hydra.sweep.dir", "paths.log_dir"):
         if named.get(key):
             where, source = Path(named[key].strip("'\"")), key
+            folder = where.parent if key.startswith("hydra.") else where
             break
     else:
-        where, source = Path(os.environ.get("MDNLAB_LOG_DIR") or "logs"), "paths.log_dir"
-    existing = where.expanduser().absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        _refuse(f"{source}={str(where)!r} is not allowed: a folder this user can write in ({existing} is not); "
-                "set MDNLAB_LOG_DIR or paths.log_dir=<folder>")
+        where = folder = Path(os.environ.get("MDNLAB_LOG_DIR") or "logs")
+        source = "paths.log_dir"
+    if "$" in str(folder):  # an interpolation: Hydra resolves it
+        return
+    try:
+        folder.expanduser().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder.expanduser()):
+            pass
+    except OSError as error:
+        _refuse(f"{source}={str(where)!r} is not allowed: a folder this user can write in ({error.strerror}: "
+                f"{error.filename or folder}); set MDNLAB_LOG_DIR or paths.log_dir=<folder>")
 
 
 def _continue_in(run_dir: Path) -> list[str]:

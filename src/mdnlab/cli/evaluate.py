@@ -30,6 +30,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     model, datamodule = checkpoint.load(cfg.ckpt_path, data=moved)
     if datamodule is None:
         raise ConfigError("ckpt_path", cfg.ckpt_path, "a checkpoint that records its datamodule")
+    datamodule.prepare_splits()
+    if len(datamodule.raw[cfg.split][0]) == 0:
+        present = ", ".join(name for name in ("train", "val", "test") if len(datamodule.raw[name][0]))
+        raise ConfigError("split", cfg.split, f"one of {present}: this checkpoint's data have no {cfg.split} split")
     metrics = evaluate(model, datamodule, cfg.split)
     out = Path(cfg.paths.output_dir)
     write_json_atomic(out / "metrics.json", {"metrics": metrics, "ckpt_path": str(cfg.ckpt_path)})

@@ -12,6 +12,7 @@ of our code runs, so the record keeps a copy of Hydra's first files and puts the
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,14 @@ def check(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
     mine = identity(cfg)
     if record["config"] != mine:
         key, old, new = _first_difference(record["config"], mine)
-        raise ConfigError(key, new, f"{old!r}, as recorded in {run_dir / RECORD}: that directory holds a "
-                          f"run of another config; continue it with mdn-train resume={run_dir}, or "
-                          "start fresh with a new hydra.run.dir / hydra.sweep.dir")
+        finished = (run_dir / "metrics.json").is_file()
+        what = "a finished run" if finished else f"a run (continue it with mdn-train resume={run_dir})"
+        raise ConfigError(key, new, f"{old!r}, as recorded in {run_dir / RECORD}: that directory holds {what} "
+                          "of another config; for this one, give a new hydra.run.dir / hydra.sweep.dir")
     if (run_dir / "metrics.json").is_file():
         print(f"already finished, skipped: {run_dir}")
-        return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+        recorded = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+        return {k: math.nan if v is None else v for k, v in recorded.items()}  # null: a NaN in memory
     return None
 
 
@@ -103,7 +106,8 @@ def _restore_hydra_files(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def _first_difference(old: dict, new: dict) -> tuple[str, Any, Any]:
-    for key in sorted(set(old) | set(new)):
+    """The first key that differs, top-level keys first (seed before data.seed, which follows it)."""
+    for key in sorted(set(old) | set(new), key=lambda k: (k.count("."), k)):
         if old.get(key) != new.get(key):
             return key, old.get(key), new.get(key)
     return "config", old, new

@@ -22,11 +22,11 @@ from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one experiment; returns its final metrics (empty on ranks other than 0). A run
     directory that already holds this config's finished run is left as it is (rundir.check)."""
-    datamodule, model, trainer = build(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    finished = rundir.check(cfg, run_dir)
+    finished = rundir.check(cfg, run_dir)  # before anything (Lightning included) writes or logs
     if finished is not None:
         return finished
+    datamodule, model, trainer = build(cfg)
     resume_from = _resume_from(cfg, model, run_dir)
     rundir.start(cfg, run_dir)
     if trainer.is_global_zero:

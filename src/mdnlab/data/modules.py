@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -209,7 +210,7 @@ class TableDataModule(ArrayDataModule):
                  batch_size: int | None = None, passes_per_epoch: int = 1, standardize: bool = True,
                  input_noise: float = 0.0, target_noise: float = 0.0, sha256: str | None = None) -> None:
         if path is not None and str(path) not in ("", "???"):
-            path = str(Path(str(path)).expanduser().absolute())  # a checkpoint must not depend on the cwd
+            path = os.path.abspath(Path(str(path)).expanduser())  # a checkpoint must not depend on the cwd
         problem = Table(path, inputs, targets)
         super().__init__(problem, seed=seed, train_fraction=train_fraction,
                          val_fraction=val_fraction, batch_size=batch_size,
