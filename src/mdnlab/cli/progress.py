@@ -34,8 +34,9 @@ class StepProgressBar(ProgressBar):
         return self._enabled and self.trainer.is_global_zero
 
     def due(self) -> bool:
-        """Whether the loop should report now (a clock read; no device sync)."""
-        return self.is_enabled and time.monotonic() >= self._next_refresh
+        """Whether the loop should report now: a clock read per step, nothing else (no device
+        sync, no property chain through the trainer)."""
+        return self._progress is not None and time.monotonic() >= self._next_refresh
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not self.is_enabled:
@@ -48,7 +49,8 @@ class StepProgressBar(ProgressBar):
         self._progress = Progress(TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"), BarColumn(),
                                   TextColumn("{task.fields[shown]}"), TextColumn("{task.fields[rate]}"),
                                   TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                                  transient=False)
+                                  transient=False, auto_refresh=False,  # no drawing thread beside the loop
+                                  redirect_stdout=False, redirect_stderr=False)
         self._progress.start()
         self._task = self._progress.add_task("train", total=total, completed=trainer.global_step,
                                              shown="", rate="")
@@ -68,7 +70,7 @@ class StepProgressBar(ProgressBar):
         seconds, first = time.monotonic() - self._started[0], self._started[1]
         rate = f"{(step - first) / seconds:,.0f} steps/s" if seconds > 0 and step > first else ""
         shown = " • ".join(f"{k} {v:.4f}" for k, v in self._shown.items())
-        self._progress.update(self._task, completed=step, shown=shown, rate=rate)
+        self._progress.update(self._task, completed=step, shown=shown, rate=rate, refresh=True)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self._progress is None or trainer.sanity_checking:
