@@ -162,6 +162,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
+    parser.add_argument("--stacked-sizes", type=int, nargs="*", default=[1, 4, 16, 64, 256],
+                        help="stacked models S to time (none: skip)")
+    parser.add_argument("--no-compile", action="store_true", help="time stacked steps eager only")
+    parser.add_argument("--stacked-threads", type=int, default=None, help="threads for stacks (default: all)")
+    parser.add_argument("--device", default="cpu", help="device for the stacked step costs (cuda: a GPU)")
+    parser.add_argument("--sweep-seeds", type=int, default=20, help="seeds in the launcher comparison (0: skip)")
+    parser.add_argument("--launchers", nargs="*", default=["basic", "parallel", "stacked"])
+    parser.add_argument("--skip-single", action="store_true", help="skip the single-model workloads")
     args = parser.parse_args()
     from mdnlab.cli.entry import quiet_lightning
 
@@ -169,7 +177,7 @@ def main() -> None:
     results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,
                      "passes_per_epoch": args.passes or "experiment default",
                      "repeats": args.repeats, "workloads": {}}
-    for name, experiment in WORKLOADS.items():
+    for name, experiment in ({} if args.skip_single else WORKLOADS).items():
         hand, project, no_bar = [], [], []
         for _ in range(args.repeats):  # A B C A B C ...
             hand.append(time_hand_loop(experiment, args.steps, args.passes, args.threads))
@@ -187,7 +195,18 @@ def main() -> None:
     if not args.skip_startup:
         results["seconds_to_first_step"] = time_to_first_step(WORKLOADS["mdn"])
         results["seconds_for_help"] = time_help()
+    import bench_stacked
+
+    if args.stacked_sizes:
+        print("stacked step costs:", flush=True)
+        results["stacked"] = bench_stacked.step_costs(args.stacked_sizes, not args.no_compile,
+                                                      args.stacked_threads, args.device)
+    if args.sweep_seeds:
+        print("launchers:", flush=True)
+        results["sweeps"] = bench_stacked.sweep_walls(args.sweep_seeds, args.launchers)
     print(report(results))
+    single = results["workloads"].get("mdn", {}).get("project_us_per_step")
+    print(bench_stacked.report(results.get("stacked", []), single, results.get("sweeps")))
     out = args.out or REPO / "logs" / "bench" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -88,5 +88,7 @@ def test_the_wheel_lists_every_package():
     tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
-    assert set(config["packages"]) == packages | {"mdnlab.configs"}
+    plugins = {f"hydra_plugins.{p.parent.name}" for p in (REPO / "src" / "hydra_plugins").glob("*/__init__.py")}
+    assert set(config["packages"]) == packages | plugins | {"mdnlab.configs"}
+    assert not (REPO / "src" / "hydra_plugins" / "__init__.py").exists()  # Hydra's namespace package
     assert config["package-dir"]["mdnlab.configs"] == "configs"

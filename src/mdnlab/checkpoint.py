@@ -86,10 +86,30 @@ def check_fits(path: Any, model, max_epochs: int, key: str = "ckpt_path") -> Non
                              if not isinstance(v, dict))
         raise ConfigError(key, str(path), f"a checkpoint of this run's model, {type(model).__name__} with the "
                           f"same sizes (it holds {checkpoint['mdnlab'].get('model_class')}: {settings})")
+    if checkpoint["mdnlab"].get("stacked"):
+        raise ConfigError(key, str(path), "a checkpoint Lightning wrote for a run trained alone (this one is a "
+                          "stacked job's weights, with no optimiser or loop state to continue from; "
+                          "score it with mdn-eval, or rerun the job)")
     epoch = int(checkpoint.get("epoch", 0))
     if epoch + 1 > max_epochs:
         raise ConfigError("trainer.max_epochs", max_epochs, f"more than the {epoch + 1} epochs {path} has "
                           "already trained")
+
+
+def write_weights(path: Path, model, datamodule, epoch: int, global_step: int) -> None:
+    """A checkpoint of a model trained outside a Lightning Trainer (a stacked job): the keys
+    ``restore`` reads, as Lightning names them (so mdn-eval and mdn-sample load it), written
+    like ``SafeCheckpointIO`` writes. Marked ``stacked``: it holds no optimiser or loop state."""
+    import lightning
+
+    from mdnlab.models.base import class_path
+
+    contents = {"epoch": epoch, "global_step": global_step, "pytorch-lightning_version": lightning.__version__,
+                "state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "datamodule_hyper_parameters": dict(datamodule.hparams),
+                "mdnlab": {"model_class": class_path(model), "datamodule_class": class_path(datamodule),
+                           "stacked": True}}
+    SafeCheckpointIO().save_checkpoint(contents, path)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

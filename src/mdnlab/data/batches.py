@@ -110,3 +110,66 @@ def _stream(*parts: int) -> int:
 def _safe_std(t: Tensor) -> Tensor:
     std = t.std(0)
     return torch.where(std > 0, std, torch.ones_like(std))
+
+
+class StackedBatches:
+    """S ``TensorBatches`` of equal shapes served together: each batch is (inputs (S, D, n),
+    targets (S, T, n)), laid out for ``models.stacked`` (points last), and model s's slice is
+    exactly what its own TensorBatches yields: the same shuffling and noise, from the same
+    generators drawn in the same order. Written apart from TensorBatches because drawing S
+    models' noise into one buffer and adding it in one operation is what keeps a stacked step
+    cheap (zipping S iterators cost more than the stacked network's step)."""
+
+    def __init__(self, loaders: list[TensorBatches]) -> None:
+        self.loaders = loaders
+        first = loaders[0]
+        self.batch_size, self.repeats, self.shuffle = first.batch_size, first.repeats, first.shuffle
+        self.inputs = torch.stack([b.inputs for b in loaders])  # (S, N, D)
+        self.targets = torch.stack([b.targets for b in loaders])
+        device = self.inputs.device
+        self.noise = [torch.tensor([b.noise[i] for b in loaders], device=device).view(-1, 1, 1) for i in (0, 1)]
+        self.noisy = [[bool(b.noise[i]) for b in loaders] for i in (0, 1)]
+        self.whole = (self.inputs.transpose(1, 2).contiguous(), self.targets.transpose(1, 2).contiguous())
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epochs = []
+        for loader in self.loaders:
+            epochs.append(loader.epoch_of())
+            loader._epochs_served += 1
+        parts = [(b.seed, b.rank, e) for b, e in zip(self.loaders, epochs)]
+        order_rngs = [torch.Generator().manual_seed(_stream(*p, 0)) for p in parts]
+        noise_rngs = None
+        if any(map(any, self.noisy)):
+            noise_rngs = [torch.Generator(self.inputs.device) for _ in parts]
+            for rng, p in zip(noise_rngs, parts):
+                rng.manual_seed(_stream(*p, 1))
+        n = self.inputs.shape[1]
+        models = torch.arange(len(self.loaders), device=self.inputs.device).unsqueeze(1)
+        for _ in range(self.repeats):
+            if self.batch_size is None or self.batch_size >= n:
+                yield self._jitter(*self.whole, noise_rngs)
+                continue
+            if self.shuffle:
+                orders = torch.stack([torch.randperm(n, generator=g) for g in order_rngs])
+            else:
+                orders = torch.arange(n).expand(len(self.loaders), n)
+            for idx in orders.to(self.inputs.device).split(self.batch_size, dim=1):  # (S, B)
+                x, y = self.inputs[models, idx], self.targets[models, idx]
+                yield self._jitter(x.transpose(1, 2), y.transpose(1, 2), noise_rngs)
+
+    def _jitter(self, x: Tensor, y: Tensor, rngs: list | None) -> tuple[Tensor, Tensor]:
+        """x + σ_in ε, y + σ_out ε per model, ε drawn as TensorBatches draws it: (n, D) row-major,
+        inputs before targets, nothing drawn for a zero level."""
+        if rngs is None:
+            return x, y
+        buffers = [torch.zeros(x.shape[0], x.shape[2], x.shape[1], device=x.device),
+                   torch.zeros(y.shape[0], y.shape[2], y.shape[1], device=y.device)]
+        for s, rng in enumerate(rngs):
+            for i in (0, 1):
+                if self.noisy[i][s]:
+                    torch.randn(buffers[i][s].shape, generator=rng, device=x.device, out=buffers[i][s])
+        return (x + self.noise[0] * buffers[0].transpose(1, 2) if any(self.noisy[0]) else x,
+                y + self.noise[1] * buffers[1].transpose(1, 2) if any(self.noisy[1]) else y)

@@ -33,7 +33,7 @@ def _fitting(trainer) -> bool:
     return trainer.state.fn == "fit" and not trainer.sanity_checking
 
 
-def _class_path(obj: object) -> str:
+def class_path(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
@@ -133,6 +133,6 @@ class Regressor(EpochTraining, L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         checkpoint["mdnlab"] = {
-            "model_class": _class_path(self),
-            "datamodule_class": _class_path(datamodule) if datamodule is not None else None,
+            "model_class": class_path(self),
+            "datamodule_class": class_path(datamodule) if datamodule is not None else None,
         }

@@ -1,0 +1,125 @@
+"""``hydra/launcher=stacked``: a multirun's mdn-train jobs that can share one network shape train
+as one stack in this process (``mdnlab.cli.stacked``); the rest run one after another, as the
+basic launcher runs them. Every job gets its own directory, .hydra/ files and JobReturn, so
+sweepers, ``mdn-report`` and reruns of a killed sweep see what the basic launcher leaves.
+
+The basic launcher's ``run_job`` sets up one job and calls the task function; a stack needs
+all of its jobs' directories and configs before any of them trains, so this launcher sets
+them up itself, as ``run_job`` does (output dir, .hydra files, JobReturn).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, threads: int | None = None, max_models: int = 256, compile: bool = False) -> None:
+        self.threads, self.max_models, self.compile = threads, int(max_models), bool(compile)
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from mdnlab.cli import stacked
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for index, overrides in enumerate(job_overrides, start=initial_job_idx):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = f"{config.hydra.job.name}_{index}"
+                config.hydra.job.num = index
+            _set_output_dir(config)
+            configs.append(config)
+        trains = getattr(self.task_function, "__module__", "") == "mdnlab.cli.train"
+        groups = stacked.plan(configs) if trains else [[i] for i in range(len(configs))]
+        log.info(f"Launching {len(configs)} jobs: {sum(len(g) > 1 for g in groups)} stacks, "
+                 f"{sum(len(g) == 1 for g in groups)} alone")
+        results: list[JobReturn | None] = [None] * len(configs)
+        for group in groups:
+            if len(group) == 1 and (not trains or stacked.why_not_stackable(configs[group[0]]) is not None):
+                config = configs[group[0]]
+                log.info(f"\t#{config.hydra.job.num} : {' '.join(filter_overrides(config.hydra.overrides.task))}")
+                results[group[0]] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                            config=config, job_dir_key="hydra.sweep.dir",
+                                            job_subdir_key="hydra.sweep.subdir")
+            else:
+                for index, ret in zip(group, self._launch_stack([configs[i] for i in group])):
+                    results[index] = ret
+        HydraConfig.instance().set_config(self.config)
+        return results
+
+    def _launch_stack(self, configs: list[DictConfig]) -> list[JobReturn]:
+        from mdnlab.cli import stacked
+
+        returns, task_configs = [], []
+        for config in configs:
+            ret, task_config = _set_up_job(config)
+            log.info(f"\t#{config.hydra.job.num} (stacked) : {' '.join(filter_overrides(ret.overrides))}")
+            returns.append(ret)
+            task_configs.append(task_config)
+        outcomes = stacked.run(task_configs, configs, self.threads, self.max_models, self.compile)
+        for ret, config, outcome in zip(returns, configs, outcomes):
+            _record(ret, config, outcome)
+        return returns
+
+
+def _set_up_job(config: DictConfig) -> tuple[JobReturn, DictConfig]:
+    """What ``run_job`` does before calling the task: the job's output directory, its .hydra
+    files, and its task config (without the hydra node)."""
+    output_dir = _set_output_dir(config)
+    HydraConfig.instance().set_config(config)
+    task_config = copy.deepcopy(config)
+    with read_write(task_config), open_dict(task_config):
+        del task_config["hydra"]
+    OmegaConf.resolve(task_config)  # its paths name this job's directory, whichever job is current later
+    ret = JobReturn(cfg=task_config, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+                    overrides=list(config.hydra.overrides.task), working_dir=str(Path.cwd()))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if config.hydra.output_subdir is not None:
+        hydra_output = output_dir / str(config.hydra.output_subdir)
+        _save_config(task_config, "config.yaml", hydra_output)
+        _save_config(ret.hydra_cfg, "hydra.yaml", hydra_output)
+        _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+    return ret, task_config
+
+
+def _set_output_dir(config: DictConfig) -> Path:
+    """hydra.runtime.output_dir for a job (as run_job sets it): <sweep dir>/<sweep subdir>."""
+    output_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = str(output_dir.resolve())
+    return output_dir
+
+
+def _record(ret: JobReturn, config: DictConfig, outcome: Any) -> None:
+    """The job's JobReturn; a failure also as one line in its error.txt (as mdn-train writes it)."""
+    from mdnlab.cli.entry import JobFailed
+
+    ret.task_name = str(config.hydra.job.name)
+    if isinstance(outcome, BaseException):
+        line = f"error: {outcome}"
+        (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(line + "\n")
+        log.error(f"#{config.hydra.job.num}: {line}")
+        ret.status, ret.return_value = JobStatus.FAILED, JobFailed(line)
+    else:
+        metrics = outcome or {}
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = metrics.get("val/best_nll", metrics.get("val/best_mse"))

@@ -1,0 +1,165 @@
+"""After a fit: score the chosen weights on the test split, record the results, log them, draw
+the figures. Shared by a run trained alone (``cli.train``, from its Lightning Trainer) and a
+job trained in a stack (``cli.stacked``), which leave the same files behind."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from mdnlab.cli import rundir
+from mdnlab.cli.config import has_validation
+
+
+@dataclass
+class Fit:
+    """What a finished fit hands on: its loggers, how far it went, its best checkpoint."""
+
+    loggers: list
+    global_step: int
+    epochs: int
+    seconds: float
+    best_path: str = ""                  # the best checkpoint on val/<metric>, if one was written
+    best_score: float | None = None      # its val/<metric>, else the last one measured, if any
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_trainer(cls, trainer, metric: str, seconds: float) -> "Fit":
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_score", None) if checkpoint else None
+        if best is None:
+            best = trainer.callback_metrics.get(f"val/{metric}")
+        return cls(list(trainer.loggers), trainer.global_step, trainer.current_epoch, seconds,
+                   getattr(checkpoint, "best_model_path", "") if checkpoint else "",
+                   float(best) if best is not None else None)
+
+
+def finish(cfg: DictConfig, fit: Fit, model, datamodule) -> dict[str, float]:
+    """Score the chosen checkpoint, record the results, log them, draw the figures."""
+    run_dir = Path(cfg.paths.output_dir)
+    tested_path = choose_checkpoint(cfg, fit)
+    tested_model = _load(tested_path) if tested_path else model.cpu()
+    say(f"scoring the test split ({Path(tested_path).name if tested_path else 'final weights'})")
+    metrics = score(tested_model, datamodule, fit, model.metric)
+    rundir.record(cfg, run_dir, metrics, tested_path, fit.seconds)
+    log_results(fit, cfg, metrics, model.metric)
+    if cfg.get("figures", True):
+        say("drawing figures")
+        log_figures(fit, draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)))
+    for logger in fit.loggers:
+        logger.save()
+    rundir.write_hparams(run_dir, rundir.hparams_of(cfg))
+    say(f"run dir: {run_dir}", summary_line(metrics))
+    return metrics
+
+
+def say(*lines: str) -> None:
+    """Print ``lines`` as they are, and add them to the run's log file (train.log) too."""
+    for line in lines:
+        print(line)
+        record = logging.LogRecord("mdnlab", logging.INFO, __file__, 0, line, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
+def choose_checkpoint(cfg: DictConfig, fit: Fit) -> str:
+    """The checkpoint test_checkpoint asks for: best on val/<metric>, or last.ckpt (auto: best
+    when the run has a validation split); "" when none was written (the model as it is)."""
+    choice = cfg.get("test_checkpoint", "auto")
+    if choice == "auto":
+        choice = "best" if has_validation(cfg) else "last"
+    if choice == "last":  # the weights as training left them
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else ""
+    return fit.best_path or ""
+
+
+def _load(path: str):
+    from mdnlab import checkpoint
+
+    return checkpoint.load(path)[0]
+
+
+def score(model, datamodule, fit: Fit, metric: str) -> dict[str, float]:
+    """Test metrics of ``model``, with the best validation score and the training length."""
+    from mdnlab.eval.metrics import evaluate
+
+    metrics = evaluate(model, datamodule, "test")
+    metrics[f"val/best_{metric}"] = fit.best_score if fit.best_score is not None else float("nan")
+    metrics["train/epochs"] = float(fit.epochs)
+    metrics["train/steps"] = float(fit.global_step)
+    return metrics
+
+
+def log_results(fit: Fit, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
+    """Test scores at the last optimiser step; the run's knobs and scores for HPARAMS; the
+    config and the final metrics as one text page (TensorBoard's TEXT tab)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    scores = {f"hp/best_val_{metric}": metrics[f"val/best_{metric}"], f"hp/test_{metric}": metrics[f"test/{metric}"]}
+    # a NaN (no validation split) would hide the run from HPARAMS' parallel-coordinates view
+    scores = {k: v for k, v in scores.items() if math.isfinite(v)}
+    for logger in fit.loggers:
+        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, step=fit.global_step)
+        if isinstance(logger, TensorBoardLogger):
+            _hparams_session(logger.experiment, rundir.hparams_of(cfg), scores, fit.global_step)
+            logger.experiment.add_text("run", rundir.summary_markdown(cfg, metrics), fit.global_step)
+        else:  # CSV, MLflow, W&B: their own hyperparameter records
+            logger.log_hyperparams(rundir.hparams_of(cfg))
+            logger.log_metrics(scores, step=fit.global_step)
+
+
+def _hparams_session(writer, hparams: dict, scores: dict, step: int) -> None:
+    """This run as one HPARAMS session, without the per-run experiment summary that Lightning's
+    log_hyperparams adds: TensorBoard takes the first such summary it finds for the whole
+    folder, which hides the columns other runs vary; without one it builds the table from all
+    sessions and puts the hyperparameters that differ first. Written by hand for that reason."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    _, session_start, session_end = hparams_summary(hparams, scores)
+    writer.file_writer.add_summary(session_start)
+    writer.file_writer.add_summary(session_end)
+    for name, value in scores.items():
+        writer.add_scalar(name, value, step)
+
+
+def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
+    """The figures as PNG files in <run dir>/figures; their pixels for the loggers. The
+    least-squares fits they show are the project's MSERegression, fitted here."""
+    from mdnlab.eval import figures
+
+    least_squares = fit_least_squares_views(datamodule, seed) if figures.shows_least_squares(datamodule) else []
+    drawn = figures.draw_all(model, datamodule, least_squares, seed=seed)
+    return figures.render_all(drawn, run_dir / "figures")
+
+
+def fit_least_squares_views(datamodule, seed: int) -> list[tuple]:
+    """[(problem, inputs, targets, MSERegression fitted to them)] for every direction in which
+    the problem reads its training split (the sinusoid: forward and inverted)."""
+    from mdnlab.models import fit_least_squares
+
+    datamodule.prepare_splits()
+    inputs, targets = datamodule.raw["train"]
+    return [(problem, x, t, fit_least_squares(x, t, seed))
+            for problem, x, t in datamodule.problem.directions(inputs, targets)]
+
+
+def log_figures(fit: Fit, figures: dict) -> None:
+    for logger in fit.loggers:
+        if hasattr(logger.experiment, "add_image"):
+            for name, rgb in figures.items():
+                logger.experiment.add_image(f"figures/{name}", rgb, fit.global_step, dataformats="HWC")
+
+
+def summary_line(metrics: dict[str, float]) -> str:
+    parts = [f"test/nll {metrics['test/nll']:.4f}"]
+    if "test/oracle_nll" in metrics:
+        parts.append(f"oracle {metrics['test/oracle_nll']:.4f} "
+                     f"(excess {metrics['test/excess_nll']:.4f})")
+    parts.append(f"test/mse {metrics['test/mse']:.4f}")
+    return " | ".join(parts)

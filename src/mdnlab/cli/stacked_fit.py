@@ -1,0 +1,262 @@
+"""The training loop of a stack (see ``cli.stacked``): epochs of optimiser steps for S models at
+once, then per model what Lightning's loop and callbacks do for one run: log train/nll,
+validate, stop early, keep the best weights, fail on a non-finite loss; at the end, each
+model's last and best checkpoints.
+
+Written by hand, not as a Lightning Trainer: a Trainer stops, checkpoints and logs one model;
+here each of S models stops, checkpoints and logs on its own while their steps stay one. The
+steps need no host synchronisation (the losses stay on the device); the one per epoch is the
+finiteness check and the validation scores, as in the single-model loop (``models.fast_loop``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+import torch
+from torch import Tensor
+
+from mdnlab import checkpoint
+from mdnlab.cli import rundir
+from mdnlab.cli.config import has_validation
+from mdnlab.cli.finish import say
+from mdnlab.data.batches import StackedBatches
+from mdnlab.errors import NonFiniteLossError
+from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
+
+
+@dataclass
+class Job:
+    """One model of a stack: its config, run directory, data, single-model twin, loggers and
+    how its training went."""
+
+    cfg: DictConfig
+    hydra_config: DictConfig
+    run_dir: Path
+    datamodule: Any = None
+    model: Any = None
+    loggers: list = field(default_factory=list)
+    epochs: int = 0
+    steps: int = 0
+    stopped: bool = False
+    error: Exception | None = None
+    best_score: float = math.inf
+    best_epoch: int = -1
+    wait: int = 0
+
+    def enter(self) -> None:
+        """Make this job's config the current Hydra config (what its paths and records read)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(self.hydra_config)
+
+    @property
+    def max_epochs(self) -> int:
+        return int(self.cfg.trainer.max_epochs)
+
+    def early_stopping(self, key: str, default: float) -> float:
+        stopping = (self.cfg.get("callbacks") or {}).get("early_stopping")
+        return float(stopping.get(key, default)) if stopping else math.inf if key == "patience" else default
+
+
+def validates(job: Job) -> bool:
+    return has_validation(job.cfg) and len(job.datamodule.splits["val"][0]) > 0
+
+
+def announce(jobs: list[Job], device: torch.device) -> None:
+    first = jobs[0].cfg
+    say(f"stacked: {len(jobs)} models ({rundir.config_summary(first).split(' | ', 1)[1]}) on {device}",
+        *(f"  {job.run_dir}" for job in jobs[:3]), *([f"  … and {len(jobs) - 3} more"] if len(jobs) > 3 else []))
+
+
+class StackedFit:
+    def __init__(self, jobs: list[Job], device: torch.device, compile: bool = False) -> None:
+        self.jobs, self.device = jobs, device
+        self.stack = StackedMDN([job.model for job in jobs]).to(device)
+        options = jobs[0].cfg.model.optimizer
+        per_model = lambda key: torch.tensor([float(j.cfg.model.optimizer.get(key) or 0.0) for j in jobs],  # noqa: E731
+                                             device=device)
+        self.optimizer = StackedAdam(self.stack.parameters(), per_model("lr"), per_model("weight_decay"),
+                                     self.stack.n_members, tuple(options.get("betas") or (0.9, 0.999)),
+                                     float(options.get("eps") or 1e-8), STACKABLE_OPTIMIZERS[options._target_])
+        self.batches = StackedBatches([j.datamodule.train_dataloader() for j in jobs])
+        self.losses = self._compiled() if compile else self.stack.training_losses
+        # NLL in original units = standardised NLL + log target std (each model its own split's)
+        self.offset = torch.stack([torch.log(j.datamodule.standardizer.target_std).sum() for j in jobs]).to(device)
+        self.validating = all(validates(j) for j in jobs)
+        self.every = int(jobs[0].cfg.trainer.check_val_every_n_epoch)
+        self.best: list[Tensor] | None = None
+
+    def _compiled(self):
+        """torch.compile'd training losses, compiled now on the first batch; eager, with one
+        line saying why, where this machine cannot compile (no C++ compiler, say)."""
+        compiled = torch.compile(self.stack.training_losses)
+        inputs, targets = next(iter(self.batches))
+        for loader in self.batches.loaders:  # the probe drew epoch 0's first batch: draw it again
+            loader._epochs_served = 0
+        try:
+            compiled(inputs, targets).sum().backward()
+        except Exception as error:  # noqa: BLE001 - any compiler failure: train eager instead
+            say(f"stacked: torch.compile failed ({type(error).__name__}); training eager")
+            return self.stack.training_losses
+        finally:
+            self.optimizer.zero_grad()
+        return compiled
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def run(self) -> float:
+        """Train every model to its end; returns the wall seconds. Each job's outcome is on it."""
+        announce(self.jobs, self.device)
+        start = time.perf_counter()
+        progress = Progress(self.jobs, start)
+        for epoch in range(max(j.max_epochs for j in self.jobs)):
+            active = torch.tensor([self._trains(j, epoch) for j in self.jobs], device=self.device)
+            if not bool(active.any()):
+                break
+            self.optimizer.set_active(active)
+            losses = self._epoch()
+            self._after_epoch(epoch, losses, active.tolist())
+            progress.show(epoch)
+        progress.close()
+        self._write_checkpoints()
+        return time.perf_counter() - start
+
+    def _trains(self, job: Job, epoch: int) -> bool:
+        return job.error is None and not job.stopped and epoch < job.max_epochs
+
+    def _epoch(self) -> Tensor:
+        losses = []
+        for inputs, targets in self.batches:
+            loss = self.losses(inputs, targets)
+            self.optimizer.zero_grad()
+            loss.sum().backward()
+            self.optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)  # (steps, S), standardised units
+
+    def _after_epoch(self, epoch: int, losses: Tensor, active: list[bool]) -> None:
+        finite = torch.isfinite(losses).all(0).tolist()  # the epoch's one host synchronisation
+        train = (losses.mean(0) + self.offset).tolist()
+        validate = self.validating and (epoch + 1) % self.every == 0
+        val = (self.stack.validation_losses(*_stack([j.datamodule.splits["val"] for j in self.jobs]))
+               + self.offset).tolist() if validate else None
+        improved = [False] * len(self.jobs)
+        for s, job in enumerate(self.jobs):
+            if not active[s]:
+                continue
+            if not finite[s]:
+                first = int((~torch.isfinite(losses[:, s])).nonzero()[0, 0])
+                job.error = NonFiniteLossError(
+                    f"training loss became non-finite ({losses[first, s].item()}) in epoch {epoch} at global "
+                    f"step {job.steps + first}; stopped before saving (the other models of its stack went on)")
+                continue
+            job.steps += len(losses)
+            job.epochs = epoch + 1
+            metrics = {"train/nll" if job.model.n_members == 1 else "train/member_nll": train[s]}
+            if val is not None:
+                metrics["val/nll"] = val[s]
+                improved[s] = self._stop_or_keep(job, epoch, val[s])
+            for logger in job.loggers:
+                logger.log_metrics(metrics, step=job.steps)
+        if any(improved):
+            self._keep_best(improved)
+
+    def _stop_or_keep(self, job: Job, epoch: int, score: float) -> bool:
+        """EarlyStopping's rule (mode min) and ModelCheckpoint's (strictly better): returns
+        whether this is the best score so far."""
+        if not math.isfinite(score):
+            job.stopped = True
+            return False
+        if score < job.best_score - job.early_stopping("min_delta", 0.0):
+            job.wait = 0
+        else:
+            job.wait += 1
+            job.stopped = job.wait >= job.early_stopping("patience", math.inf)
+        better = score < job.best_score and job.cfg.callbacks.get("model_checkpoint") is not None
+        if better:
+            job.best_score, job.best_epoch = score, epoch
+        return better
+
+    @torch.no_grad()
+    def _keep_best(self, improved: list[bool]) -> None:
+        mask = torch.tensor(improved, device=self.device).repeat_interleave(self.stack.n_members).view(-1, 1, 1)
+        current = [p.detach() for p in self.stack.parameters()]
+        if self.best is None:
+            self.best = [p.clone() for p in current]
+        for best, now in zip(self.best, current):
+            best.copy_(torch.where(mask, now, best))
+
+    def _write_checkpoints(self) -> None:
+        """Each finished model's last.ckpt and, with validation, best-epoch<e>.ckpt."""
+        for s, job in enumerate(self.jobs):
+            if job.error is not None:
+                continue
+            folder = job.run_dir / "checkpoints"
+            if job.best_epoch >= 0:
+                best = self._export(s, self.best)
+                checkpoint.write_weights(folder / f"best-epoch{job.best_epoch:04d}.ckpt", best, job.datamodule,
+                                         job.best_epoch, job.steps)
+            last = self._export(s, None)
+            checkpoint.write_weights(folder / "last.ckpt", last, job.datamodule, job.epochs - 1, job.steps)
+            job.model = last
+
+    def _export(self, index: int, weights: list[Tensor] | None):
+        import copy
+
+        model = copy.deepcopy(self.jobs[index].model).cpu()
+        if weights is None:
+            return self.stack.export(index, model)
+        saved = [p.detach().clone() for p in self.stack.parameters()]
+        with torch.no_grad():
+            for p, w in zip(self.stack.parameters(), weights):
+                p.copy_(w)
+            self.stack.export(index, model)
+            for p, w in zip(self.stack.parameters(), saved):
+                p.copy_(w)
+        return model
+
+
+def _stack(pairs) -> tuple[Tensor, Tensor]:
+    """[(inputs (N, D), targets (N, 1))] per model → inputs (S, D, N), targets (S, 1, N)."""
+    inputs, targets = zip(*pairs)
+    return torch.stack([x.T for x in inputs]), torch.stack([t.T for t in targets])
+
+
+class Progress:
+    """One line for the whole stack: epoch, steps, models still training, steps/s, ETA;
+    rewritten in place on a terminal, else a line at most every 10 s."""
+
+    def __init__(self, jobs: list[Job], start: float) -> None:
+        self.jobs, self.start, self.shown = jobs, start, 0.0
+        self.tty = sys.stdout.isatty()
+        self.total_epochs = max(j.max_epochs for j in jobs)
+
+    def show(self, epoch: int) -> None:
+        now = time.perf_counter()
+        if now - self.shown < (0.5 if self.tty else 10.0) and epoch + 1 < self.total_epochs:
+            return
+        self.shown = now
+        steps = max(j.steps for j in self.jobs)
+        training = sum(j.error is None and not j.stopped and j.epochs < j.max_epochs for j in self.jobs)
+        failed = sum(j.error is not None for j in self.jobs)
+        rate = steps / max(now - self.start, 1e-9)
+        left = (self.total_epochs - epoch - 1) * (steps / max(epoch + 1, 1)) / max(rate, 1e-9)
+        line = (f"epoch {epoch + 1}/{self.total_epochs} | step {steps:,} | {training} training, "
+                f"{len(self.jobs) - training - failed} done, {failed} failed | {rate:,.0f} steps/s "
+                f"({rate * len(self.jobs):,.0f} model-steps/s) | ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print()

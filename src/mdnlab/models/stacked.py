@@ -1,0 +1,176 @@
+"""Many one-target MDNs of one architecture as one network: S models (each a single MDN or a
+deep ensemble of M members) trained together, parameters with a leading axis of B = S·M
+member networks, and the Adam update they share.
+
+Each model keeps its own weights, data, learning rate and weight decay: the models' losses are
+summed, so each one's gradient is exactly its own, and Adam's update is per element, so the
+models never mix. Written by hand (not ``torch.func.vmap`` over the single model, which does
+the same) because this layout is faster where it matters, on many tiny models: measured on a
+2-core Xeon, 20 stacked seed-recipe MDNs took 0.18 ms a model-step here against 0.23 ms with
+vmap, and 1.3 ms for one model trained alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mdnlab.dist.mixture import LOG_SQRT_2PI
+from mdnlab.models.mdn import MixtureDensityNetwork
+
+STACKABLE_OPTIMIZERS = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # name → decoupled decay
+SHARED_OPTIMIZER_KEYS = ("betas", "eps")  # lr and weight_decay may differ between the models
+
+
+class StackedMDN(nn.Module):
+    """S one-target ``MixtureDensityNetwork`` s with equal settings, as B = S·M networks.
+
+    Layers are stacked like ``nn.Linear`` (weight (B, out, in), bias (B, out, 1)) and the data
+    run component-major, inputs (S, input_dim, N) and targets (S, 1, N), so every layer is one
+    ``baddbmm`` into contiguous (B, width, N) activations (the gradients too; a transposed
+    layout made the backward of tanh alone 2× slower). The losses are ``mixture.nll_component_major``'s,
+    per model:
+
+        training_losses_s = (1/M) Σ_m −(1/N) Σ_n log p_m(t_sn | x_sn)     (each member's own NLL)
+        validation_losses_s = −(1/N) Σ_n log (1/M) Σ_m p_m(t_sn | x_sn)    (the ensemble's NLL)
+
+    both in standardised units (the single model's ``training_loss`` and ``loss``).
+    """
+
+    def __init__(self, models: Sequence[MixtureDensityNetwork]) -> None:
+        super().__init__()
+        first = models[0]
+        if first.target_dim != 1 or any(_architecture(m) != _architecture(first) for m in models):
+            raise ValueError("stacked models need one target and one architecture")
+        self.n_models, self.n_members = len(models), first.n_members
+        self.n_gaussians, self.min_sigma = first.n_gaussians, first.min_sigma
+        self.sigma_transform = first.hparams.sigma_transform
+        self.activation = type(first.trunk[1])()
+        linears = [first.trunk[i] for i in range(0, len(first.trunk), 2)] + [first.head]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for index in range(len(linears)):
+            weights, biases = zip(*(_member_layout(_linears(m)[index], m.n_members) for m in models))
+            self.weights.append(nn.Parameter(torch.cat(weights)))
+            self.biases.append(nn.Parameter(torch.cat(biases)))
+
+    def outputs(self, inputs: Tensor) -> Tensor:
+        """The heads' outputs (B, 3K, N) for inputs (S, input_dim, N)."""
+        if self.n_members > 1:  # each member of model s sees model s's data
+            inputs = inputs.repeat_interleave(self.n_members, dim=0)
+        h = inputs
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+            h = self.activation(torch.baddbmm(bias, weight, h))
+        return torch.baddbmm(self.biases[-1], self.weights[-1], h)
+
+    def _log_terms(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """(logsumexp_k z_k, logsumexp_k log π-free joint) per member and point, (B, N) each:
+        log p_m(t_n) = second − first − ½ log 2π."""
+        logits, mu, sigma_raw = self.outputs(inputs).split(self.n_gaussians, dim=1)
+        if self.sigma_transform == "exp" and not self.min_sigma:
+            log_sigma = sigma_raw
+        else:
+            sigma = torch.exp(sigma_raw) if self.sigma_transform == "exp" else nn.functional.softplus(sigma_raw)
+            log_sigma = torch.log(sigma + self.min_sigma)
+        if self.n_members > 1:
+            targets = targets.repeat_interleave(self.n_members, dim=0)
+        z = (targets - mu) * torch.exp(-log_sigma)
+        joint = logits - 0.5 * z * z - log_sigma
+        return torch.logsumexp(logits, 1), torch.logsumexp(joint, 1)
+
+    def training_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """Each model's training loss (S,): its members' NLLs averaged."""
+        normaliser, joint = self._log_terms(inputs, targets)
+        per_member = (normaliser - joint).mean(-1) + LOG_SQRT_2PI
+        return per_member.view(self.n_models, self.n_members).mean(1)
+
+    @torch.no_grad()
+    def validation_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """Each model's predictive NLL (S,): for an ensemble, of the mixture of its members."""
+        normaliser, joint = self._log_terms(inputs, targets)
+        log_p = (joint - normaliser).view(self.n_models, self.n_members, -1)
+        log_p = torch.logsumexp(log_p, 1) - math.log(self.n_members)
+        return -log_p.mean(-1) + LOG_SQRT_2PI
+
+    @torch.no_grad()
+    def export(self, index: int, model: MixtureDensityNetwork) -> MixtureDensityNetwork:
+        """Copy model ``index``'s weights into ``model`` (a single MDN of these settings)."""
+        members = slice(index * self.n_members, (index + 1) * self.n_members)
+        for linear, weight, bias in zip(_linears(model), self.weights, self.biases):
+            if self.n_members == 1:
+                linear.weight.copy_(weight[members][0])
+                linear.bias.copy_(bias[members][0, :, 0])
+            else:
+                linear.weight.copy_(weight[members].transpose(1, 2))
+                linear.bias.copy_(bias[members].transpose(1, 2))
+        return model
+
+
+def _linears(model: MixtureDensityNetwork) -> list[nn.Module]:
+    return [model.trunk[i] for i in range(0, len(model.trunk), 2)] + [model.head]
+
+
+def _member_layout(linear: nn.Module, members: int) -> tuple[Tensor, Tensor]:
+    """One layer's (weight (M, out, in), bias (M, out, 1)) from nn.Linear or MemberLinear."""
+    if members == 1:
+        return linear.weight.detach().unsqueeze(0), linear.bias.detach().reshape(1, -1, 1)
+    return linear.weight.detach().transpose(1, 2), linear.bias.detach().transpose(1, 2)
+
+
+def _architecture(model: MixtureDensityNetwork) -> dict:
+    return {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
+
+
+class StackedAdam:
+    """Adam (torch.optim.Adam's update, or AdamW's with ``decoupled``) over stacked parameters
+    with a learning rate and weight decay per model, and a mask of the models still training:
+    a stopped or diverged model's weights stay as they are. Hand-written because torch's
+    optimisers take one learning rate per parameter tensor, and here a tensor holds S models.
+
+        g ← ∇ + λ θ (Adam);  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²
+        θ ← θ − lr · (m / (1−β1ᵗ)) / (√(v / (1−β2ᵗ)) + ε)  [− lr λ θ first, AdamW]
+    """
+
+    def __init__(self, params: Sequence[Tensor], lr: Tensor, weight_decay: Tensor, n_members: int,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decoupled: bool = False) -> None:
+        self.params = list(params)
+        per_member = lambda v: v.repeat_interleave(n_members).view(-1, 1, 1)  # noqa: E731
+        self.lr, self.weight_decay = per_member(lr), per_member(weight_decay)
+        self.decay = bool((weight_decay != 0).any())
+        self.beta1, self.beta2 = betas
+        self.eps, self.decoupled, self.n_members = eps, decoupled, n_members
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
+        self.step_count = 0
+        self.active: Tensor | None = None  # None: every model trains
+
+    def set_active(self, active: Tensor) -> None:
+        """Which models (S,) bool still train; all: None (no masking cost)."""
+        self.active = None if bool(active.all()) else active.repeat_interleave(self.n_members).view(-1, 1, 1)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        correction1 = 1 - self.beta1 ** self.step_count
+        root_correction2 = math.sqrt(1 - self.beta2 ** self.step_count)
+        step_size = self.lr / correction1
+        for param, (mean, square) in zip(self.params, self.moments):
+            grad = param.grad
+            if self.decay and not self.decoupled:
+                grad = grad + self.weight_decay * param
+            mean.lerp_(grad, 1 - self.beta1)
+            square.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            if self.decay and self.decoupled:  # θ ← θ (1 − lr λ), first, as AdamW does it
+                factor = 1 - self.lr * self.weight_decay
+                param.mul_(factor if self.active is None else torch.where(self.active, factor, 1.0))
+            # (m / denominator) · step size: the order of torch's addcdiv, so the rounding matches
+            update = mean / (square.sqrt() / root_correction2).add_(self.eps) * step_size
+            if self.active is not None:  # where, not a product: a diverged model's update is NaN
+                update = torch.where(self.active, update, 0.0)
+            param.sub_(update)
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None

@@ -1,0 +1,151 @@
+"""Many models in one process: the stacked network, its optimiser and batches against models
+trained alone, and hydra/launcher=stacked end to end."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import FAST, run_main
+from mdnlab import checkpoint
+from mdnlab.data import TensorBatches
+from mdnlab.data.batches import StackedBatches
+from mdnlab.models import MixtureDensityNetwork
+from mdnlab.models.stacked import StackedAdam, StackedMDN
+
+
+def _models(seeds, **settings):
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(MixtureDensityNetwork(**settings))
+    return models
+
+
+def _data(seeds, n=300, inputs=1):
+    out = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(100 + seed)
+        x = torch.randn(n, inputs, generator=g)
+        out.append((x, torch.sin(3 * x[:, :1]) + 0.3 * torch.randn(n, 1, generator=g)))
+    return out
+
+
+@pytest.mark.parametrize("settings, optimizer", [
+    ({}, torch.optim.Adam),
+    ({"n_members": 3, "hidden_size": 8, "n_hidden_layers": 2, "activation": "relu"}, torch.optim.Adam),
+    ({"sigma_transform": "softplus", "min_sigma": 0.01, "input_dim": 2}, torch.optim.AdamW),
+])
+def test_stacked_models_train_as_each_would_alone(settings, optimizer):
+    """100 steps, each model its own data, learning rate and weight decay: every loss within
+    1e-5 of the same model trained alone by torch's own optimiser."""
+    seeds, lrs, decays = [0, 1, 2], [1e-3, 3e-3, 1e-2], [0.0, 1e-3, 1e-2]
+    data = _data(seeds, inputs=settings.get("input_dim", 1))
+    alone = _models(seeds, **settings)
+    stack = StackedMDN(_models(seeds, **settings))
+    adam = StackedAdam(stack.parameters(), torch.tensor(lrs), torch.tensor(decays), stack.n_members,
+                       decoupled=optimizer is torch.optim.AdamW)
+    inputs = torch.stack([x.T for x, _ in data])
+    targets = torch.stack([y.T for _, y in data])
+    expected = []
+    for model, (x, y), lr, decay in zip(alone, data, lrs, decays):
+        opt = optimizer(model.parameters(), lr=lr, weight_decay=decay)
+        for _ in range(100):
+            loss = model.training_loss(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        expected.append(float(model.training_loss(x, y)))
+    for _ in range(100):
+        adam.zero_grad()
+        stack.training_losses(inputs, targets).sum().backward()
+        adam.step()
+    got = stack.training_losses(inputs, targets).tolist()
+    assert got == pytest.approx(expected, abs=1e-5)
+    for index, (model, (x, y)) in enumerate(zip(alone, data)):
+        exported = stack.export(index, _models([99], **settings)[0])
+        assert float(exported.training_loss(x, y)) == pytest.approx(expected[index], abs=1e-5)
+        assert float(stack.validation_losses(inputs, targets)[index]) == pytest.approx(float(model.loss(x, y)), abs=1e-5)
+
+
+def test_a_stopped_or_diverged_model_keeps_its_weights_and_the_others_train():
+    seeds = [0, 1]
+    stack = StackedMDN(_models(seeds))
+    adam = StackedAdam(stack.parameters(), torch.tensor([1e-3, 1e-3]), torch.zeros(2), 1)
+    inputs = torch.stack([x.T for x, _ in _data(seeds)])
+    targets = torch.stack([y.T for _, y in _data(seeds)])
+    targets[1, 0, 0] = math.nan  # model 1's loss is NaN from the first step on
+    adam.set_active(torch.tensor([True, False]))
+    before = [p.detach().clone() for p in stack.parameters()]
+    for _ in range(5):
+        adam.zero_grad()
+        stack.training_losses(inputs, targets).sum().backward()
+        adam.step()
+    for now, then in zip(stack.parameters(), before):
+        assert torch.equal(now[1], then[1]) and not torch.equal(now[0], then[0])
+        assert torch.isfinite(now).all()
+
+
+def test_stacked_batches_are_each_models_own_batches():
+    """Shuffled mini-batches with input and target noise: model s's slice of every stacked batch
+    is what its own TensorBatches serves (same generators, same order of draws), epoch by epoch."""
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randn(50, 2, generator=g), torch.randn(50, 1, generator=g)) for _ in range(3)]
+    settings = [dict(seed=0, input_noise=0.1, target_noise=0.2), dict(seed=5, input_noise=0.0, target_noise=0.3),
+                dict(seed=9, input_noise=0.2, target_noise=0.0)]
+
+    def loaders():
+        return [TensorBatches(x, y, batch_size=16, repeats=2, shuffle=True, **s) for (x, y), s in zip(pairs, settings)]
+
+    alone, stacked = loaders(), StackedBatches(loaders())
+    for _ in range(2):  # two epochs: each draws its own streams
+        served = list(stacked)
+        singles = [list(loader) for loader in alone]
+        assert len(served) == len(singles[0]) == len(stacked) == 8
+        for step, (x, y) in enumerate(served):
+            for s in range(3):
+                assert torch.equal(x[s], singles[s][step][0].T) and torch.equal(y[s], singles[s][step][1].T)
+
+
+STACK = [*FAST, "data.n_test=300", "figures=false", "hydra/launcher=stacked", "data.train_fraction=0.8",
+         "data.val_fraction=0.1", "test_checkpoint=best"]
+
+
+@pytest.mark.slow
+def test_the_stacked_launcher_leaves_what_the_basic_one_does(tmp_path, monkeypatch, capsys):
+    """Two seeds and a diverging learning rate in one stack: each job its own directory with
+    metrics equal to the same job run alone, checkpoints mdn-eval loads, TensorBoard events
+    and hparams; the diverged job fails alone, with error.txt; a rerun skips the finished."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *STACK, "seed=0,1", "model.optimizer.lr=1e-3,300", f"hydra.sweep.dir={sweep}"]
+    status, err = run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
+    assert status == 1 and "non-finite" in err
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    failed = [j for j in jobs if (j / "error.txt").is_file()]
+    done = [j for j in jobs if (j / "metrics.json").is_file()]
+    assert len(failed) == 2 and len(done) == 2
+    assert all("model.optimizer.lr=300" in (j / ".hydra" / "overrides.yaml").read_text() for j in failed)
+    for job in done:
+        assert (job / ".hydra" / "overrides.yaml").is_file() and list(job.glob("events.out.tfevents.*"))
+        assert "model.hidden_size" in (job / "hparams.yaml").read_text()
+        record = json.loads((job / "run.json").read_text())
+        model, datamodule = checkpoint.load(record["tested_checkpoint"])
+        assert isinstance(model, MixtureDensityNetwork) and datamodule.hparams.seed == record["config"]["seed"]
+        seed = record["config"]["seed"]
+        alone = tmp_path / f"alone{seed}"
+        status, _ = run_main("mdn-train", [*STACK[:-4], "data.train_fraction=0.8", "data.val_fraction=0.1",
+                                           "test_checkpoint=best", f"seed={seed}", f"hydra.run.dir={alone}"],
+                             tmp_path, monkeypatch, capsys)
+        assert status == 0
+        single = json.loads((alone / "metrics.json").read_text())["metrics"]
+        assert record["metrics"]["test/nll"] == pytest.approx(single["test/nll"], abs=1e-3)
+        assert record["metrics"]["train/steps"] == single["train/steps"]
+    status, _ = run_main("mdn-eval", [f"ckpt_path='{done[0] / 'checkpoints' / 'last.ckpt'}'"], tmp_path,
+                         monkeypatch, capsys)
+    assert status == 0
+    before = {j: (j / "metrics.json").stat().st_mtime_ns for j in done}
+    status, err = run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
+    assert status == 1 and "non-finite" in err  # the failed jobs ran again (and failed again)
+    assert sorted(p for p in sweep.iterdir() if p.is_dir()) == jobs
+    assert all((j / "metrics.json").stat().st_mtime_ns == t for j, t in before.items())  # skipped
