@@ -87,7 +87,7 @@ def time_project(experiment: str, steps: int, passes: int, threads: int, extra=(
         total = time.perf_counter() - start
         assert trainer.global_step == steps, (trainer.global_step, steps)
         x, y = datamodule.splits["train"]
-        final = float(model.loss(x, y).detach())
+        final = float(model.to(x.device).loss(x, y).detach())
     training = clock.end - clock.start
     return training / steps * 1e6, final, total - training
 
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
-    parser.add_argument("--stacked-sizes", type=int, nargs="*", default=[1, 4, 16, 64, 256],
+    parser.add_argument("--stacked-sizes", type=int, nargs="*", default=[1, 4, 16, 20, 64, 256],
                         help="stacked models S to time (none: skip)")
     parser.add_argument("--no-compile", action="store_true", help="time stacked steps eager only")
     parser.add_argument("--stacked-threads", type=int, default=None, help="threads for stacks (default: all)")
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--sweep-seeds", type=int, default=20, help="seeds in the launcher comparison (0: skip)")
     parser.add_argument("--launchers", nargs="*", default=["basic", "parallel", "stacked"])
     parser.add_argument("--skip-single", action="store_true", help="skip the single-model workloads")
+    parser.add_argument("--trainer", default=None, help="trainer config for the single-model path (e.g. gpu)")
     args = parser.parse_args()
     from mdnlab.cli.entry import quiet_lightning
 
@@ -181,8 +182,9 @@ def main() -> None:
         hand, project, no_bar = [], [], []
         for _ in range(args.repeats):  # A B C A B C ...
             hand.append(time_hand_loop(experiment, args.steps, args.passes, args.threads))
-            project.append(time_project(experiment, args.steps, args.passes, args.threads))
-            no_bar.append(time_project(experiment, args.steps, args.passes, args.threads, NO_BAR))
+            on = [f"trainer={args.trainer}"] if args.trainer else []
+            project.append(time_project(experiment, args.steps, args.passes, args.threads, on))
+            no_bar.append(time_project(experiment, args.steps, args.passes, args.threads, [*on, *NO_BAR]))
         hand_us = statistics.median(t for t, _ in hand)
         project_us = statistics.median(t for t, _, _ in project)
         results["workloads"][name] = {

@@ -48,7 +48,7 @@ class StackedLauncher(Launcher):
                 config.hydra.job.num = index
             _set_output_dir(config)
             configs.append(config)
-        trains = getattr(self.task_function, "__module__", "") == "mdnlab.cli.train"
+        trains = getattr(self.task_function, "mdnlab_stackable", False)  # mdn-train's task
         groups = stacked.plan(configs) if trains else [[i] for i in range(len(configs))]
         log.info(f"Launching {len(configs)} jobs: {sum(len(g) > 1 for g in groups)} stacks, "
                  f"{sum(len(g) == 1 for g in groups)} alone")

@@ -134,11 +134,14 @@ def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool 
     return callbacks
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _train_task(cfg: DictConfig) -> float | None:
     metrics = run_entry_point(train, cfg) or {}
     # What a sweeper (e.g. Optuna) minimises: the validation score, never a test number.
     return metrics.get("val/best_nll", metrics.get("val/best_mse"))
+
+
+_train_task.mdnlab_stackable = True  # hydra/launcher=stacked may train this task's jobs as stacks
+_hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(_train_task)
 
 
 def main() -> None:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU checks of stacked training (issue #13), as run on a lent GPU machine whose python3
+# already has torch and Lightning: hydra/omegaconf travel as a copied site folder (.devsite).
+#   bash scripts/gpu_check.sh [out dir]
+set -uo pipefail
+OUT=${1:-${OUT:-/tmp/gpu_check}}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/.devsite:$PWD/src:$PWD/scripts" MDNLAB_LOG_DIR="$OUT/logs" PYTHONWARNINGS=ignore
+QUIET='^\[|avail|LOCAL_RANK|max_epochs|Tensor Cores|set_float32|^step '
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
+echo "== one model alone through mdnlab on the GPU; stacked step costs on the GPU (eager)"
+timeout 100 python3 scripts/bench.py --steps 1000 --repeats 1 --skip-startup --trainer gpu --device cuda \
+  --stacked-sizes 1 4 16 64 256 1024 --no-compile --sweep-seeds 0 --out "$OUT/gpu_stacked.json" 2>&1 | grep -Ev "$QUIET"
+echo "== trainer=gpu stacked multirun: 64 seeds of the default recipe, 2000 steps"
+start=$(date +%s.%N)
+timeout 60 python3 -m mdnlab.cli.train -m hydra/launcher=stacked hydra.launcher.compile=false trainer=gpu \
+  'seed=range(64)' trainer.max_epochs=2 figures=false > "$OUT/gpu_multirun.log" 2>&1
+echo "exit $? after $(python3 -c "import time; print(round(time.time() - $start, 1))") s"
+grep -E "Launching|stacked:|epoch 2/2" "$OUT/gpu_multirun.log" | tail -3
+ls "$MDNLAB_LOG_DIR"/train/multiruns/*/*/metrics.json 2>/dev/null | wc -l
