@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device for the stacked step costs (cuda: a GPU)")
     parser.add_argument("--sweep-seeds", type=int, default=20, help="seeds in the launcher comparison (0: skip)")
     parser.add_argument("--launchers", nargs="*", default=["basic", "parallel", "stacked"])
+    parser.add_argument("--sweep-overrides", nargs="*", default=[], help="extra overrides for the sweeps")
     parser.add_argument("--skip-single", action="store_true", help="skip the single-model workloads")
     parser.add_argument("--trainer", default=None, help="trainer config for the single-model path (e.g. gpu)")
     args = parser.parse_args()
@@ -205,7 +206,7 @@ def main() -> None:
                                                       args.stacked_threads, args.device)
     if args.sweep_seeds:
         print("launchers:", flush=True)
-        results["sweeps"] = bench_stacked.sweep_walls(args.sweep_seeds, args.launchers)
+        results["sweeps"] = bench_stacked.sweep_walls(args.sweep_seeds, args.launchers, args.sweep_overrides)
     print(report(results))
     single = results["workloads"].get("mdn", {}).get("project_us_per_step")
     print(bench_stacked.report(results.get("stacked", []), single, results.get("sweeps")))

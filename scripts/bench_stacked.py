@@ -99,10 +99,10 @@ def step_costs(sizes: list[int], compiled: bool, threads: int | None, device: st
     return rows
 
 
-def _run(args: list[str], log_dir: Path) -> float:
+def _run(args: list[str], log_dir: Path, extra=()) -> float:
     env = {**os.environ, "MDNLAB_LOG_DIR": str(log_dir)}
     start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "mdn-train"), *args, *QUIET], env=env, check=True,
+    subprocess.run([str(Path(sys.executable).parent / "mdn-train"), *args, *QUIET, *extra], env=env, check=True,
                    capture_output=True)
     return time.perf_counter() - start
 
@@ -115,16 +115,18 @@ def _test_nlls(log_dir: Path) -> dict[int, float]:
     return nlls
 
 
-def sweep_walls(seeds: int, launchers: list[str]) -> dict:
+def sweep_walls(seeds: int, launchers: list[str], extra=()) -> dict:
     """Wall seconds of one job and of a ``seeds``-seed multirun per launcher (whole commands)."""
     out: dict = {"seeds": seeds}
     with tempfile.TemporaryDirectory() as tmp:
-        out["one_job_s"] = _run([], Path(tmp) / "one")
+        plain = [o for o in extra if not o.startswith("hydra.launcher.")]  # for the stacked launcher only
+        out["one_job_s"] = _run([], Path(tmp) / "one", plain)
         print(f"  one job: {out['one_job_s']:.1f} s", flush=True)
         nlls = {}
         for launcher in launchers:
             log_dir = Path(tmp) / launcher
-            out[f"{launcher}_s"] = _run(["-m", f"hydra/launcher={launcher}", f"seed=range({seeds})"], log_dir)
+            out[f"{launcher}_s"] = _run(["-m", f"hydra/launcher={launcher}", f"seed=range({seeds})"], log_dir,
+                                        extra if launcher == "stacked" else plain)
             nlls[launcher] = _test_nlls(log_dir)
             print(f"  {seeds} seeds, {launcher}: {out[f'{launcher}_s']:.1f} s", flush=True)
         if "basic" in nlls and "stacked" in nlls:
