@@ -39,7 +39,11 @@ clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: bench compare robot-arm
+.PHONY: bench compare robot-arm uci
+# The UCI benchmark: make uci ARGS="--root /path/to/UCI_Datasets" (or MDNLAB_UCI_ROOT=...)
+uci: $(STAMP)
+	$(BIN)/python scripts/uci.py $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 

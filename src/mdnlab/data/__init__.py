@@ -2,6 +2,7 @@
 
 from mdnlab.data.batches import Standardizer, TensorBatches, split_sizes
 from mdnlab.data.modules import ArrayDataModule, RobotArmDataModule, SinusoidDataModule, TableDataModule
+from mdnlab.data.uci import UCIDataModule
 
 __all__ = ["ArrayDataModule", "RobotArmDataModule", "SinusoidDataModule", "Standardizer",
-           "TableDataModule", "TensorBatches", "split_sizes"]
+           "TableDataModule", "TensorBatches", "UCIDataModule", "split_sizes"]

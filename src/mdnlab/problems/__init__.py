@@ -17,5 +17,6 @@ No Lightning here. A problem is an object with
 from mdnlab.problems.robot_arm import RobotArm
 from mdnlab.problems.sinusoid import DIRECTIONS, Sinusoid
 from mdnlab.problems.table import Table
+from mdnlab.problems.uci import UCISet, available_sets
 
-__all__ = ["DIRECTIONS", "RobotArm", "Sinusoid", "Table"]
+__all__ = ["DIRECTIONS", "RobotArm", "Sinusoid", "Table", "UCISet", "available_sets"]
