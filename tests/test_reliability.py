@@ -99,11 +99,17 @@ def _run_dir(log_dir: Path) -> Path:
     return Path(run_record(log_dir)["run_dir"])
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The metrics of SLOW_RUN trained without a kill (shared by both resume forms)."""
+    log_dir = tmp_path_factory.mktemp("ref")
+    run_cli(["mdn-train", *SLOW_RUN], log_dir)
+    return _metrics(_run_dir(log_dir))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["resume", "ckpt_path"])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form):
-    run_cli(["mdn-train", *SLOW_RUN], tmp_path / "ref")
-    reference = _run_dir(tmp_path / "ref")
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form, uninterrupted):
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path / "crash"), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([str(BIN / "mdn-train"), *SLOW_RUN], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -127,7 +133,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form):
     run_cli(["mdn-train", *args], tmp_path / "crash")
     resumed = _run_dir(tmp_path / "crash")
     assert resumed == crashed  # continued in its own directory
-    assert _metrics(resumed) == _metrics(reference)
+    assert _metrics(resumed) == uninterrupted
 
 
 @pytest.mark.slow

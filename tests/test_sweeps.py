@@ -63,23 +63,16 @@ def test_submitit_local_runs_the_cluster_path(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_cpu_single_run_matches_one_process(tmp_path):
-    run_cli(["mdn-train", *QUICK, *VALIDATED], tmp_path / "one")
-    run_cli(["mdn-train", "trainer=ddp_cpu", *QUICK, *VALIDATED], tmp_path / "ddp")
-    metrics = [run_record(tmp_path / name)["metrics"] for name in ("one", "ddp")]
+def test_ddp_cpu_matches_one_process_and_runs_inside_a_multirun(tmp_path):
+    # one multirun: a DDP job (two CPU ranks), then the same job in one process after it
+    run_cli(["mdn-train", "-m", "trainer=ddp_cpu,cpu", *QUICK, *VALIDATED], tmp_path, timeout=400)
+    jobs = job_dirs(sweep_dir(tmp_path))
+    assert len(jobs) == 2
+    assert ["trainer=ddp_cpu" in (j / ".hydra" / "overrides.yaml").read_text() for j in jobs] == [True, False]
+    ddp, one = (json.loads((j / "metrics.json").read_text())["metrics"] for j in jobs)
     # two equal shards, gradients averaged: the same full-batch step up to float rounding
-    assert metrics[1]["test/nll"] == pytest.approx(metrics[0]["test/nll"], abs=1e-3)
-    assert metrics[1]["val/best_nll"] == pytest.approx(metrics[0]["val/best_nll"], abs=1e-3)
-    assert len(list((tmp_path / "ddp" / "train" / "runs").iterdir())) == 1  # no stray run dirs
-
-
-@pytest.mark.slow
-def test_ddp_cpu_inside_a_multirun(tmp_path):
-    run_cli(["mdn-train", "-m", "trainer=ddp_cpu", "model.n_gaussians=2,3", *QUICK], tmp_path,
-            timeout=400)
-    sweep = sweep_dir(tmp_path)
-    jobs = job_dirs(sweep)
-    assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
+    assert ddp["test/nll"] == pytest.approx(one["test/nll"], abs=1e-3)
+    assert ddp["val/best_nll"] == pytest.approx(one["val/best_nll"], abs=1e-3)
     assert not (tmp_path / "train" / "runs").exists()  # ranks made no directories of their own
 
 
