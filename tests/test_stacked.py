@@ -149,3 +149,31 @@ def test_the_stacked_launcher_leaves_what_the_basic_one_does(tmp_path, monkeypat
     assert status == 1 and "non-finite" in err  # the failed jobs ran again (and failed again)
     assert sorted(p for p in sweep.iterdir() if p.is_dir()) == jobs
     assert all((j / "metrics.json").stat().st_mtime_ns == t for j, t in before.items())  # skipped
+
+
+def test_reused_sweep_configs_equal_hydras_own_composition(tmp_path, monkeypatch, capsys):
+    """The launcher composes a job in full only where its overrides change more than plain values;
+    every config it builds from an earlier one equals Hydra's own composition of that job."""
+    import sys
+
+    from hydra.core.plugins import Plugins
+    from omegaconf import OmegaConf
+
+    Plugins.instance()  # Hydra's plugin scan executes the launcher's module anew: patch that one
+    stacked_launcher = sys.modules["hydra_plugins.mdnlab_launcher.stacked_launcher"]
+    built, reuse = [], stacked_launcher._SweepConfigs._reuse
+
+    def checked(self, composed, parsed):
+        config = reuse(self, composed, parsed)
+        overrides = [o.input_line for o in parsed]
+        expected = self.loader.load_sweep_config(self.master, overrides)
+        assert OmegaConf.to_container(config) == OmegaConf.to_container(expected)
+        built.append(overrides)
+        return config
+
+    monkeypatch.setattr(stacked_launcher._SweepConfigs, "_reuse", checked)
+    args = ["-m", *STACK, "trainer.max_epochs=1", "seed=0,1", "model.optimizer.lr=1e-3,3e-3",
+            "logger=tensorboard,csv", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    status, err = run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
+    assert status == 0, err
+    assert len(built) == 6  # of 8 jobs: the first of each logger composed in full

@@ -41,8 +41,9 @@ class StackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
+        composed = _SweepConfigs(self.hydra_context.config_loader, self.config)
         for index, overrides in enumerate(job_overrides, start=initial_job_idx):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            config = composed.load(list(overrides))
             with open_dict(config):
                 config.hydra.job.id = f"{config.hydra.job.name}_{index}"
                 config.hydra.job.num = index
@@ -79,6 +80,49 @@ class StackedLauncher(Launcher):
         for ret, config, outcome in zip(returns, configs, outcomes):
             _record(ret, config, outcome)
         return returns
+
+
+class _SweepConfigs:
+    """Each job's config, as Hydra's ``load_sweep_config`` composes it. Composing takes Hydra
+    about 0.4 s a job (the defaults list, every file): minutes for a search of a few hundred
+    jobs. Jobs whose overrides differ only in the values of plain config keys (not a config
+    group, not ``+``/``~``, not a hydra key) share one composition, each with its own values
+    applied as Hydra applies them. Hand-written because Hydra has no such cache;
+    tests/test_stacked.py checks the configs equal Hydra's own."""
+
+    def __init__(self, loader, master: DictConfig) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.loader, self.master, self.parser = loader, master, OverridesParser.create()
+        self.composed: dict[tuple, DictConfig] = {}
+
+    def load(self, overrides: list[str]) -> DictConfig:
+        parsed = self.parser.parse_overrides(overrides)
+        shape = tuple(o.key_or_group if self._plain(o) else o.input_line for o in parsed)
+        if shape in self.composed:
+            return self._reuse(self.composed[shape], parsed)
+        self.composed[shape] = self.loader.load_sweep_config(self.master, overrides)
+        return copy.deepcopy(self.composed[shape])  # the launcher sets the job's id and directory on it
+
+    def _plain(self, o) -> bool:
+        from hydra.core.override_parser.types import OverrideType
+
+        return (o.type == OverrideType.CHANGE and o.package is None and not o.is_hydra_override()
+                and not o.is_sweep_override() and o.key_or_group not in self.master.hydra.runtime.choices)
+
+    def _reuse(self, composed: DictConfig, parsed: list) -> DictConfig:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+
+        config = copy.deepcopy(composed)
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if self._plain(o)], config)
+        task = [o for o in parsed if not o.is_hydra_override()]
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.task = [o.input_line for o in task]
+            dirname = config.hydra.job.config.override_dirname
+            config.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=task, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+        OmegaConf.copy_cache(from_config=self.master, to_config=config)
+        return config
 
 
 def _set_up_job(config: DictConfig) -> tuple[JobReturn, DictConfig]:
