@@ -1,6 +1,7 @@
 """The UCI benchmark layout (data=uci) and make uci, on a small set the test writes itself."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -62,6 +63,21 @@ def test_bad_input_is_one_error_naming_the_key(tmp_path, change, key):
     assert raised.value.key == key
 
 
+def test_a_search_split_leaves_the_test_rows_out_and_scores_other_training_rows(tmp_path):
+    table = write_set(tmp_path)
+    module = UCIDataModule(str(tmp_path), "toy", split=1, seed=3, val_fraction=0.1, search=True)
+    module.setup("fit")
+    train_rows = {round(v, 4) for v in table[[int(v) for v in (tmp_path / "toy" / "data" / "index_train_1.txt")
+                                              .read_text().split()], 1].tolist()}
+    parts = {name: module.raw[name][1].reshape(-1).tolist() for name in ("train", "val", "test")}
+    assert [len(parts[n]) for n in ("train", "val", "test")] == [86, 11, 11]
+    assert all(round(v, 4) in train_rows for part in parts.values() for v in part)  # no test row anywhere
+    assert not set(parts["test"]) & set(parts["val"]) and not set(parts["test"]) & set(parts["train"])
+    with pytest.raises(ConfigError) as raised:
+        UCIDataModule(str(tmp_path), "toy", val_fraction=0.0, search=True).setup("fit")
+    assert raised.value.key == "data.val_fraction"
+
+
 @pytest.mark.slow
 def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     write_set(tmp_path / "root")
@@ -69,14 +85,42 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "uci.py"), "--root", str(tmp_path / "root"), "--members", "2",
                "--splits", "2", "--out", str(out), "trainer.max_epochs=2", "data.passes_per_epoch=10",
                "hydra.launcher.compile=false"]
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=300)
+    first = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
+    assert "epoch 2/2" in first.stdout  # the stacks' progress comes through
     rows = list(csv.DictReader((out / "splits.csv").open()))
     assert sorted((r["model"], r["split"]) for r in rows) == [("ensemble", "0"), ("ensemble", "1"),
                                                                ("single", "0"), ("single", "1")]
     assert all(float(r["rmse"]) > 0 for r in rows)
-    table = (out / "results.md").read_text()
-    assert "| toy |" in table and "NLL ensemble" in table
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("toy/*/*/metrics.json")}
+    report = (out / "results.md").read_text()
+    line = next(ln for ln in report.splitlines() if ln.startswith("| toy |"))
+    picked = min(("single", "ensemble"), key=lambda m: sum(float(r["val_nll"]) for r in rows if r["model"] == m))
+    assert f"| {picked} |" in line and "NLL ensemble" in report  # picked on validation, not on test
+    assert "| toy (" in report.split("Repeated target values")[1]  # the repeated-value analysis ran
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("toy/*/metrics.json")}
+    assert len(stamps) == 4
     again = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "already finished" in again.stdout
-    assert {p: p.stat().st_mtime_ns for p in out.glob("toy/*/*/metrics.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("toy/*/metrics.json")} == stamps
+
+
+@pytest.mark.slow
+def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_recipe(tmp_path):
+    write_set(tmp_path / "root")
+    recipes = tmp_path / "recipes"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "uci_search.py"), "--root", str(tmp_path / "root"),
+                    "--splits", "2", "--stages", "rate", "--out", str(tmp_path / "search"), "--recipes", str(recipes),
+                    "trainer.max_epochs=2", "data.passes_per_epoch=10"],
+                   cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "search" / "toy").glob("*/*/run.json")]
+    assert len(records) == 6 * 2 and all(r["config"]["data.search"] is True for r in records)
+    scores = {}
+    for r in records:
+        key = (r["config"]["model.optimizer.lr"], r["config"]["model.optimizer.weight_decay"])
+        scores.setdefault(key, []).append(r["metrics"]["test/nll"])  # the stand-in rows' NLL
+    best = min(scores, key=lambda k: sum(scores[k]) / 2)
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.load(recipes / "toy.yaml")
+    assert (recipe.model.optimizer.lr, recipe.model.optimizer.weight_decay) == best
+    assert recipe.defaults == ["/experiment/uci"] and recipe.data.name == "toy"
+    assert "<- chosen" in (recipes / "toy.yaml").read_text()
