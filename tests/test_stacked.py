@@ -32,6 +32,27 @@ def _data(seeds, n=300, inputs=1):
     return out
 
 
+def test_the_losses_of_some_models_are_theirs_in_the_whole_stack_with_the_same_gradients():
+    """Once most models have stopped the loop computes only the rest: the same losses, and the
+    same gradients for them (none for the stopped), as the whole stack's."""
+    from mdnlab.cli.stacked_fit import _stack
+
+    stack = StackedMDN(_models(range(5), n_members=2, hidden_size=6, n_hidden_layers=2))
+    x, t = _stack(_data(range(5), n=40))
+    some = torch.tensor([1, 4])
+    whole = stack.training_losses(x, t)
+    whole[some].sum().backward()
+    expected = [p.grad.clone() for p in stack.parameters()]
+    stack.zero_grad()
+    part = stack.training_losses(x[some], t[some], some)
+    part.sum().backward()
+    assert torch.allclose(part, whole[some].detach(), atol=1e-6)
+    rows = torch.tensor([2, 3, 8, 9])  # models 1 and 4, two members each
+    for got, want in zip((p.grad for p in stack.parameters()), expected):
+        assert torch.allclose(got, want, atol=1e-6) and bool((got[rows] != 0).any())
+        assert torch.count_nonzero(got[[0, 1, 4, 5, 6, 7]]) == 0
+
+
 @pytest.mark.parametrize("settings, optimizer", [
     ({}, torch.optim.Adam),
     ({"n_members": 3, "hidden_size": 8, "n_hidden_layers": 2, "activation": "relu"}, torch.optim.Adam),

@@ -122,7 +122,7 @@ class StackedFit:
             if not bool(active.any()):
                 break
             self.optimizer.set_active(active)
-            losses = self._epoch()
+            losses = self._epoch(active)
             self._after_epoch(epoch, losses, active.tolist())
             progress.show(epoch)
         progress.close()
@@ -132,15 +132,24 @@ class StackedFit:
     def _trains(self, job: Job, epoch: int) -> bool:
         return job.error is None and not job.stopped and epoch < job.max_epochs
 
-    def _epoch(self) -> Tensor:
+    def _epoch(self, active: Tensor) -> Tensor:
+        """One epoch's steps; (steps, S) losses in standardised units (0 for a stopped model).
+        Once half the models or more have stopped, the steps compute only the others (eager:
+        a compiled step would recompile for each new count), with every model's batches still
+        drawn, so the draws stay those of each model alone."""
+        training = active.nonzero().view(-1) if int(active.sum()) <= len(self.jobs) // 2 else None
         losses = []
         for inputs, targets in self.batches:
-            loss = self.losses(inputs, targets)
+            if training is None:
+                loss = self.losses(inputs, targets)
+            else:
+                loss = torch.zeros(len(self.jobs), device=self.device, dtype=inputs.dtype).index_put(
+                    (training,), self.stack.training_losses(inputs[training], targets[training], training))
             self.optimizer.zero_grad()
             loss.sum().backward()
             self.optimizer.step()
             losses.append(loss.detach())
-        return torch.stack(losses)  # (steps, S), standardised units
+        return torch.stack(losses)
 
     def _after_epoch(self, epoch: int, losses: Tensor, active: list[bool]) -> None:
         finite = torch.isfinite(losses).all(0).tolist()  # the epoch's one host synchronisation

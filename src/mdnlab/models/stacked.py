@@ -57,19 +57,24 @@ class StackedMDN(nn.Module):
             self.weights.append(nn.Parameter(torch.cat(weights)))
             self.biases.append(nn.Parameter(torch.cat(biases)))
 
-    def outputs(self, inputs: Tensor) -> Tensor:
-        """The heads' outputs (B, 3K, N) for inputs (S, input_dim, N)."""
+    def outputs(self, inputs: Tensor, models: Tensor | None = None) -> Tensor:
+        """The heads' outputs (B, 3K, N) for inputs (S, input_dim, N); with ``models`` (indices),
+        only those models' networks, for their inputs (len(models), input_dim, N)."""
         if self.n_members > 1:  # each member of model s sees model s's data
             inputs = inputs.repeat_interleave(self.n_members, dim=0)
+        layers = list(zip(self.weights, self.biases))
+        if models is not None:  # the gradient still lands in the full tensors (zero elsewhere)
+            members = (models.view(-1, 1) * self.n_members + torch.arange(self.n_members, device=models.device)).view(-1)
+            layers = [(w[members], b[members]) for w, b in layers]
         h = inputs
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+        for weight, bias in layers[:-1]:
             h = self.activation(torch.baddbmm(bias, weight, h))
-        return torch.baddbmm(self.biases[-1], self.weights[-1], h)
+        return torch.baddbmm(layers[-1][1], layers[-1][0], h)
 
-    def _log_terms(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _log_terms(self, inputs: Tensor, targets: Tensor, models: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(logsumexp_k z_k, logsumexp_k log π-free joint) per member and point, (B, N) each:
         log p_m(t_n) = second − first − ½ log 2π."""
-        logits, mu, sigma_raw = self.outputs(inputs).split(self.n_gaussians, dim=1)
+        logits, mu, sigma_raw = self.outputs(inputs, models).split(self.n_gaussians, dim=1)
         if self.sigma_transform == "exp" and not self.min_sigma:
             log_sigma = sigma_raw
         else:
@@ -81,11 +86,13 @@ class StackedMDN(nn.Module):
         joint = logits - 0.5 * z * z - log_sigma
         return torch.logsumexp(logits, 1), torch.logsumexp(joint, 1)
 
-    def training_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """Each model's training loss (S,): its members' NLLs averaged."""
-        normaliser, joint = self._log_terms(inputs, targets)
+    def training_losses(self, inputs: Tensor, targets: Tensor, models: Tensor | None = None) -> Tensor:
+        """Each model's training loss (S,): its members' NLLs averaged. With ``models``
+        (indices), those models' losses only, from their inputs and targets: the stack's loop
+        computes only the models still training once half of them have stopped."""
+        normaliser, joint = self._log_terms(inputs, targets, models)
         per_member = (normaliser - joint).mean(-1) + LOG_SQRT_2PI
-        return per_member.view(self.n_models, self.n_members).mean(1)
+        return per_member.view(-1, self.n_members).mean(1)
 
     @torch.no_grad()
     def validation_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:
