@@ -89,7 +89,7 @@ def model_of(members: int) -> str:
 
 def rows_of(out: Path, name: str) -> list[dict]:
     rows = []
-    for record in sorted((out / name).glob("*/run.json")):
+    for record in sorted((out / name).rglob("run.json")):
         data = json.loads(record.read_text())
         m = data.get("metrics")
         if not m:
@@ -212,12 +212,13 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5, help="deep ensemble size (0: single MDN only)")
     parser.add_argument("--splits", type=int, default=None, help="only the first N splits (a quick look)")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "uci" / "latest")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: the table from what --out holds")
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run")
     args = parser.parse_args()
     root, sets = root_and_sets(args)
     models = ["single"] + (["ensemble"] if args.members > 1 else [])
     start, seconds = time.perf_counter(), {}
-    for name in sets:
+    for name in [] if args.report_only else sets:
         seconds[name] = run_set(root, name, args.members, args.out, args.splits, args.overrides)
     rows = [row for name in sets for row in rows_of(args.out, name)]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -228,9 +229,10 @@ def main() -> None:
     report = table(root, rows, models) + "\n\nRepeated target values (" + \
         f"shared by ≥ {100 * REPEATED_SHARE:.0f}% of a split's training rows):\n\n" + repeated_table(rows, models)
     timing = ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())
-    total = time.perf_counter() - start
-    (args.out / "results.md").write_text(f"{report}\n\nwall time {total:.0f} s ({timing})\n")
-    print(report, f"\nwall time {total:.0f} s ({timing})", f"\nwritten to {args.out}", sep="\n")
+    footer = (f"wall time {time.perf_counter() - start:.0f} s ({timing}) on {os.cpu_count()} cores" if seconds
+              else "(--report-only: rebuilt from the runs already there; their time is in that run's output)")
+    (args.out / "results.md").write_text(f"{report}\n\n{footer}\n")
+    print(report, f"\n{footer}", f"\nwritten to {args.out}", sep="\n")
 
 
 if __name__ == "__main__":

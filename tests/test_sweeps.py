@@ -91,6 +91,7 @@ def test_long_override_lists_still_make_valid_job_directories():
     assert len(name) <= 160 and name.startswith("7_data.input_noise")
     assert name != _job_dir(7, overrides + "x")  # cut names stay distinct
     assert _job_dir(3, "model.n_gaussians-5") == "3_model.n_gaussians-5"
+    assert _job_dir(2, "experiment-uci/concrete__seed-1") == "2_experiment-uci.concrete__seed-1"  # one level
 
 
 @pytest.mark.slow

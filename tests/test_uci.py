@@ -101,6 +101,8 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     again = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "already finished" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("toy/*/metrics.json")} == stamps
+    subprocess.run([*command[:-3], "--report-only"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    assert (out / "results.md").read_text().split("--report-only")[0] == report.split("wall time")[0] + "("
 
 
 @pytest.mark.slow

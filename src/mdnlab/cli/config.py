@@ -40,7 +40,9 @@ def _parallel_jobs(threads: int | None) -> int:
 
 def _job_dir(number: Any, overrides: Any, limit: int = 160) -> str:
     """A sweep job's directory name: its number and overrides, cut to ``limit`` characters
-    (file systems refuse names over 255) with a hash of the full overrides when cut."""
+    (file systems refuse names over 255) with a hash of the full overrides when cut, one level
+    deep: a '/' of a nested group choice (experiment=uci/concrete) becomes '.'."""
+    overrides = str(overrides).replace("/", ".") if overrides else overrides
     name = f"{number}_{overrides}" if overrides else str(number)
     if len(name) <= limit:
         return name
