@@ -38,27 +38,16 @@ NO_BAR = ("callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false
 
 
 def compose(experiment: str, run_dir: Path, steps: int, passes: int | None, extra=()):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    """The experiment's config for ``steps`` optimiser steps of ``passes`` per epoch (default:
+    the experiment's own cadence), writing into ``run_dir``."""
+    from mdnlab.config import compose as compose_config
 
-    from mdnlab.cli.config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
     overrides = [f"experiment={experiment}", *extra]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-        passes = passes or cfg.data.passes_per_epoch  # default: the experiment's own cadence
-        if steps % passes:
-            raise SystemExit(f"--steps {steps} is not a multiple of data.passes_per_epoch={passes}")
-        overrides += [f"data.passes_per_epoch={passes}", f"trainer.max_epochs={steps // passes}"]
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-    return cfg
+    passes = passes or compose_config(overrides).data.passes_per_epoch
+    if steps % passes:
+        raise SystemExit(f"--steps {steps} is not a multiple of data.passes_per_epoch={passes}")
+    overrides += [f"data.passes_per_epoch={passes}", f"trainer.max_epochs={steps // passes}"]
+    return compose_config(overrides, run_dir)
 
 
 def time_project(experiment: str, steps: int, passes: int, threads: int, extra=()):
@@ -68,7 +57,7 @@ def time_project(experiment: str, steps: int, passes: int, threads: int, extra=(
     callbacks, optimiser creation) and teardown are reported apart."""
     from lightning.pytorch.callbacks import Callback
 
-    from mdnlab.cli.train import build
+    from mdnlab.training.single import build
 
     class Clock(Callback):
         def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -173,7 +162,7 @@ def main() -> None:
     parser.add_argument("--skip-single", action="store_true", help="skip the single-model workloads")
     parser.add_argument("--trainer", default=None, help="trainer config for the single-model path (e.g. gpu)")
     args = parser.parse_args()
-    from mdnlab.cli.entry import quiet_lightning
+    from mdnlab.training.single import quiet_lightning
 
     quiet_lightning()
     results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,

@@ -26,13 +26,12 @@ def _stack_of(size: int, experiment: str, device: str):
     import lightning as L
     import torch
 
-    from bench import compose
-    from mdnlab.cli.config import instantiate_checked
+    from mdnlab.config import compose, instantiate_checked
     from mdnlab.data.batches import StackedBatches
     from mdnlab.models.stacked import StackedAdam, StackedMDN
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose(experiment, Path(tmp), 1000, None)
+        cfg = compose([f"experiment={experiment}"], Path(tmp) / "run")
     loaders, models = [], []
     for seed in range(size):
         cfg.seed = seed
@@ -86,7 +85,7 @@ def _sync(device: str) -> None:
 
 
 def step_costs(sizes: list[int], compiled: bool, threads: int | None, device: str = "cpu") -> list[dict]:
-    from mdnlab.cli.stacked import use_threads
+    from mdnlab.training.stacks import use_threads
 
     use_threads(threads)
     rows = []

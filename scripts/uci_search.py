@@ -88,7 +88,7 @@ def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str],
         fixed = [override(k, v) for k, v in choice.items() if k not in grid]
         axes = [f"{k}={','.join(str(v) for v in values)}" for k, values in grid.items()]
         sweep = out / name / f"{index}_{stage}"
-        from mdnlab.cli.stacked import STACKABLE
+        from mdnlab.training.stacks import STACKABLE
 
         networks = splits * math.prod(len(v) for k, v in grid.items() if k in STACKABLE)  # in a stack
         compile_ = [] if networks >= COMPILE_FROM else ["hydra.launcher.compile=false"]

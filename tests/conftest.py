@@ -6,12 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from mdnlab.cli.config import CONFIG_DIR
+from mdnlab.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -26,15 +23,7 @@ VALIDATED = ["data.train_fraction=0.9", "data.val_fraction=0.1", "test_checkpoin
 
 def compose_train(tmp_path: Path, overrides=(), config_name="train"):
     """A composed config, as mdn-train would see it, writing under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.log_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path / "run")
-    (tmp_path / "run").mkdir(parents=True, exist_ok=True)
-    return cfg
+    return compose(overrides, tmp_path / "run", config_name)
 
 
 def run_cli(args, tmp_path, timeout=300, check=True, cwd=REPO, env=None):

@@ -7,16 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
-
 from conftest import FAST, compose_train, run_main, run_record
-from mdnlab.dist import mvmixture
-from mdnlab.errors import ConfigError
+from torch.distributions import (
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+)
+
 from mdnlab.data import TableDataModule
+from mdnlab.errors import ConfigError
+from mdnlab.mixtures import mvmixture
 from mdnlab.models import MixtureDensityNetwork, MSERegression
 from mdnlab.problems import RobotArm
 from mdnlab.problems.table import load
-from mdnlab.cli.train import train
+from mdnlab.training.single import train
 
 
 def write_csv(path: Path, n=300, seed=0, bad=None):
@@ -246,7 +252,7 @@ def test_robot_arm_defaults_are_config_keys(tmp_path):
     assert cfg.data.theta2_low == pytest.approx(math.pi / 2) and cfg.data.theta2_high == pytest.approx(3 * math.pi / 2)
     assert (cfg.data.n_samples, cfg.data.n_test) == (1000, 1000)
     cfg = compose_train(tmp_path, ["experiment=robot_arm_mdn", "data.theta1_high=0.1"])
-    from mdnlab.cli.config import validate
+    from mdnlab.config import validate
 
     with pytest.raises(ConfigError, match="data.theta1_high"):
         validate(cfg)

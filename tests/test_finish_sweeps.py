@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, FAST, REPO, compose_train, run_cli
-from mdnlab.cli.train import train
+
 from mdnlab.errors import ConfigError
+from mdnlab.training.single import train
 
 QUICK = [*FAST, "figures=false"]
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 SRC = REPO / "src"
@@ -60,6 +59,46 @@ def test_no_import_cycles():
             visit(name, [name])
 
 
+# The floors, bottom up: a module imports only from its own floor and the floors below it.
+FLOORS = [
+    ("mdnlab.errors", "mdnlab.io"),
+    ("mdnlab.mixtures", "mdnlab.problems"),
+    ("mdnlab.data", "mdnlab.models", "mdnlab.eval"),
+    ("mdnlab.checkpoint",),
+    ("mdnlab.config",),
+    ("mdnlab.runs",),
+    ("mdnlab.training",),
+    ("mdnlab.cli",),
+]
+
+
+def floor_of(module: str) -> int:
+    for level, names in enumerate(FLOORS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return level
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS")
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m != "mdnlab"))
+def test_imports_go_down_the_floors(name):
+    upward = {m for m in imports_of(name) if m != "mdnlab" and floor_of(m) > floor_of(name)}
+    assert not upward, f"{name} (floor {floor_of(name)}) imports from above: {sorted(upward)}"
+
+
+def test_cli_is_thin():
+    lines = sum(len(p.read_text().splitlines()) for p in (PACKAGE / "cli").glob("*.py"))
+    assert lines < 800, f"cli/ has {lines} lines: move what is not command-line code to a floor below"
+
+
+def test_the_bench_scripts_do_not_import_each_other():
+    def imported(script: str) -> set[str]:
+        tree = ast.parse((REPO / "scripts" / f"{script}.py").read_text())
+        return ({a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+                | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module})
+
+    assert not ("bench_stacked" in imported("bench") and "bench" in imported("bench_stacked"))
+
+
 @pytest.mark.parametrize("bottom", ["mdnlab.errors", "mdnlab.io"])
 def test_errors_and_io_import_nothing_of_mdnlab(bottom):
     assert imports_of(bottom) == set()
@@ -72,7 +111,7 @@ def test_metrics_and_figures_never_import_models_or_entry_points(name):
 
 
 def test_math_problems_and_metrics_import_without_lightning():
-    code = ("import sys, mdnlab.dist, mdnlab.problems, mdnlab.eval.metrics, mdnlab.eval.predictive; "
+    code = ("import sys, mdnlab.mixtures, mdnlab.problems, mdnlab.eval.metrics, mdnlab.eval.predictive; "
             "assert 'lightning' not in sys.modules, 'lightning imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 

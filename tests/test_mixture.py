@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
-from mdnlab.dist import mixture
+from mdnlab.mixtures import mixture
 
 
 def random_mixture(n=64, k=4, seed=0, dtype=torch.float64):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mdnlab.dist import mixture
+from mdnlab.mixtures import mixture
 from mdnlab.models import MixtureDensityNetwork, MSERegression
 
 
@@ -56,7 +56,7 @@ def test_sigma_transforms_and_floor(transform):
 
 @pytest.mark.parametrize("sigma_transform, min_sigma", [("exp", 0.0), ("exp", 0.05), ("softplus", 0.0)])
 def test_mdn_loss_fast_path_equals_the_mixture_nll(sigma_transform, min_sigma):
-    from mdnlab.dist import mixture
+    from mdnlab.mixtures import mixture
 
     torch.manual_seed(0)
     model = MixtureDensityNetwork(sigma_transform=sigma_transform, min_sigma=min_sigma).double()
@@ -73,7 +73,7 @@ def test_mdn_loss_fast_path_equals_the_mixture_nll(sigma_transform, min_sigma):
 
 
 def test_ensemble_training_loss_fast_path_is_the_mean_of_member_nlls():
-    from mdnlab.dist import mixture
+    from mdnlab.mixtures import mixture
 
     torch.manual_seed(0)
     model = MixtureDensityNetwork(n_members=3).double()
@@ -93,8 +93,8 @@ def test_an_ensemble_logs_its_training_loss_as_member_nll():
 @pytest.mark.parametrize("target_dim", [1, 2])
 def test_one_target_and_d_targets_share_one_metrics_path(target_dim):
     """The one-target mixture scored as itself and as its D = 1 form gives the same shared scores."""
-    from mdnlab.dist import Mixture
     from mdnlab.eval.metrics import mixture_metrics
+    from mdnlab.mixtures import Mixture
 
     g = torch.Generator().manual_seed(0)
     n, k = 200, 3

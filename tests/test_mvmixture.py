@@ -4,10 +4,15 @@ import math
 
 import pytest
 import torch
-from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal,
-                                 Normal)
+from torch.distributions import (
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+)
 
-from mdnlab.dist import mixture, mvmixture
+from mdnlab.mixtures import mixture, mvmixture
 
 
 def random_mixture(kind, n=32, k=3, d=2, seed=0):

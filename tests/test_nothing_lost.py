@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import BIN, FAST, REPO, compose_train, run_cli, run_main, run_record
-from mdnlab.cli.config import validate
+
+from mdnlab.config import validate
 from mdnlab.errors import ConfigError
 
 QUICK = [*FAST, "figures=false"]
@@ -158,8 +158,8 @@ def test_a_kill_while_saving_leaves_a_loadable_checkpoint_and_nothing_in_tmp(tmp
 
 def test_a_full_disk_while_drawing_keeps_the_metrics_and_says_so(tmp_path, monkeypatch, capsys):
     from mdnlab.cli.entry import run_entry_point
-    from mdnlab.cli.train import train
     from mdnlab.eval import figures
+    from mdnlab.training.single import train
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "figures" / "data.png"))

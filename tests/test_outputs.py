@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, VALIDATED, compose_train, run_cli, run_record
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, VALIDATED, compose_train, run_cli, run_record
-from mdnlab.dist import mixture
 from mdnlab.eval.figures import FIGURES
-from mdnlab.cli.train import train
+from mdnlab.mixtures import mixture
+from mdnlab.training.single import train
 
 METRICS = ["nll", "oracle_nll", "excess_nll", "mse_floor", "mse", "mae", "mse_mode", "mae_mode",
            "mae_top_component", "crps", "pit_ks", "coverage_50", "coverage_90",

@@ -8,7 +8,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, REPO, compose_train
 
 USER_EXPERIMENT = """\
@@ -59,7 +58,7 @@ def test_installed_wheel_trains_from_another_folder_with_a_user_experiment(tmp_p
                     *wheels.glob("mdnlab-*.whl")], check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import mdnlab.cli.config as c; print(c.CONFIG_DIR)"],
+    where = subprocess.run([str(python), "-c", "import mdnlab.config as c; print(c.CONFIG_DIR)"],
                            cwd=elsewhere, check=True, capture_output=True, text=True).stdout.strip()
     assert Path(where).is_relative_to(venv) and Path(where, "train.yaml").is_file()
     out = subprocess.run([str(venv / "bin" / "mdn-train"), "--config-dir", str(user_configs),

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, FAST, REPO, compose_train, run_cli, run_main, run_record
-from mdnlab.cli.config import validate
+
+from mdnlab.config import validate
 from mdnlab.errors import ConfigError
-from mdnlab.cli.train import train
+from mdnlab.training.single import train
 
 BAD_INPUTS = [
     ("model.n_gaussians=0", "model.n_gaussians"),

@@ -5,16 +5,16 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, compose_train, run_main, run_record
-from mdnlab.cli.config import validate
-from mdnlab.cli.train import build, train
+
+from mdnlab.config import validate
+from mdnlab.training.single import build, train
 
 QUIET = [a for a in FAST if "progress" not in a]  # FAST without switching the bar off
 
 
 def test_the_progress_bar_counts_steps_inside_an_epoch(tmp_path, monkeypatch):
-    from mdnlab.cli.progress import StepProgressBar
+    from mdnlab.training.progress import StepProgressBar
 
     seen = []
     original = StepProgressBar.on_steps

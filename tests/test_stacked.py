@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import FAST, run_main
+
 from mdnlab import checkpoint
 from mdnlab.data import TensorBatches
 from mdnlab.data.batches import StackedBatches
@@ -35,7 +35,7 @@ def _data(seeds, n=300, inputs=1):
 def test_the_losses_of_some_models_are_theirs_in_the_whole_stack_with_the_same_gradients():
     """Once most models have stopped the loop computes only the rest: the same losses, and the
     same gradients for them (none for the stopped), as the whole stack's."""
-    from mdnlab.cli.stacked_fit import _stack
+    from mdnlab.training.stacked_loop import _stack
 
     stack = StackedMDN(_models(range(5), n_members=2, hidden_size=6, n_hidden_layers=2))
     x, t = _stack(_data(range(5), n=40))

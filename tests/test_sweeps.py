@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-
-from conftest import FAST, VALIDATED, run_cli, run_record
+from conftest import FAST, VALIDATED, run_cli
 
 QUICK = [*FAST, "figures=false"]
 
@@ -77,14 +76,14 @@ def test_ddp_cpu_matches_one_process_and_runs_inside_a_multirun(tmp_path):
 
 
 def test_run_ids_are_unique_within_one_second():
-    from mdnlab.cli.config import _run_id
+    from mdnlab.config import _run_id
 
     ids = {_run_id() for _ in range(200)}
     assert len(ids) == 200
 
 
 def test_long_override_lists_still_make_valid_job_directories():
-    from mdnlab.cli.config import _job_dir
+    from mdnlab.config import _job_dir
 
     overrides = "__".join(f"data.input_noise-0.0{i}91720759412888" for i in range(30))
     name = _job_dir(7, overrides)

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, VALIDATED, compose_train, run_cli, run_main, run_record
-from mdnlab.cli.train import train
+
+from mdnlab.training.single import train
 
 
 @pytest.mark.parametrize("experiment", ["mdn_inverted", "seed_mse_forward"])
@@ -138,7 +138,7 @@ def test_fast_path_and_hooked_path_train_identically(tmp_path):
     import torch
     from lightning.pytorch import Callback
 
-    from mdnlab.cli.train import build
+    from mdnlab.training.single import build
 
     class Listener(Callback):
         calls = 0

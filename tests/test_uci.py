@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from mdnlab.data import UCIDataModule
 from mdnlab.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """``hydra/launcher=stacked``: a multirun's mdn-train jobs that can share one network shape train
-as one stack in this process (``mdnlab.cli.stacked``); the rest run one after another, as the
+as one stack in this process (``mdnlab.training.stacks``); the rest run one after another, as the
 basic launcher runs them. Every job gets its own directory, .hydra/ files and JobReturn, so
 sweepers, ``mdn-report`` and reruns of a killed sweep see what the basic launcher leaves.
 
@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    _save_config,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -35,7 +43,7 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mdnlab.cli import stacked
+        from mdnlab.training import stacks
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -50,12 +58,12 @@ class StackedLauncher(Launcher):
             _set_output_dir(config)
             configs.append(config)
         trains = getattr(self.task_function, "mdnlab_stackable", False)  # mdn-train's task
-        groups = stacked.plan(configs) if trains else [[i] for i in range(len(configs))]
+        groups = stacks.plan(configs) if trains else [[i] for i in range(len(configs))]
         log.info(f"Launching {len(configs)} jobs: {sum(len(g) > 1 for g in groups)} stacks, "
                  f"{sum(len(g) == 1 for g in groups)} alone")
         results: list[JobReturn | None] = [None] * len(configs)
         for group in groups:
-            if len(group) == 1 and (not trains or stacked.why_not_stackable(configs[group[0]]) is not None):
+            if len(group) == 1 and (not trains or stacks.why_not_stackable(configs[group[0]]) is not None):
                 config = configs[group[0]]
                 log.info(f"\t#{config.hydra.job.num} : {' '.join(filter_overrides(config.hydra.overrides.task))}")
                 results[group[0]] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
@@ -68,7 +76,7 @@ class StackedLauncher(Launcher):
         return results
 
     def _launch_stack(self, configs: list[DictConfig]) -> list[JobReturn]:
-        from mdnlab.cli import stacked
+        from mdnlab.training import stacks
 
         returns, task_configs = [], []
         for config in configs:
@@ -76,7 +84,7 @@ class StackedLauncher(Launcher):
             log.info(f"\t#{config.hydra.job.num} (stacked) : {' '.join(filter_overrides(ret.overrides))}")
             returns.append(ret)
             task_configs.append(task_config)
-        outcomes = stacked.run(task_configs, configs, self.threads, self.max_models, self.compile)
+        outcomes = stacks.run(task_configs, configs, self.threads, self.max_models, self.compile)
         for ret, config, outcome in zip(returns, configs, outcomes):
             _record(ret, config, outcome)
         return returns
@@ -111,7 +119,10 @@ class _SweepConfigs:
                 and not o.is_sweep_override() and o.key_or_group not in self.master.hydra.runtime.choices)
 
     def _reuse(self, composed: DictConfig, parsed: list) -> DictConfig:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+        from hydra._internal.config_loader_impl import (
+            ConfigLoaderImpl,
+            get_overrides_dirname,
+        )
 
         config = copy.deepcopy(composed)
         ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if self._plain(o)], config)

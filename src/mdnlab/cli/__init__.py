@@ -1,3 +1,3 @@
-"""The command-line tools (mdn-train, mdn-eval, mdn-sample, mdn-report) and what they share:
-config location, resolvers and run-level checks (``config``), and bad input turned into one
-line (``entry``). Thin: they compose, check, call the library and write the run directory."""
+"""The command-line tools (mdn-train, mdn-eval, mdn-sample, mdn-report) and what only they
+share: bad input turned into one line and ``resume=`` (``entry``), the --help pages (``usage``).
+Thin: they compose the config and call ``training``, ``eval`` and ``runs``."""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -205,14 +203,3 @@ def _remove_if_only_hydra_files(run_dir: Path) -> None:
         for folder, names in ((runs, ("runs",)), (task, ("train", "eval", "sample"))):
             if folder.name in names and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-
-
-def quiet_lightning() -> None:
-    """One copy of each Lightning message (Hydra's handlers print it), without the ads."""
-    logging.getLogger("lightning").handlers.clear()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡"))
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # training_step(dataloader_iter) is deliberate (see models.fast_loop)
-    warnings.filterwarnings("ignore", message=r".*dataloader_iter.*")

@@ -11,9 +11,10 @@ import hydra
 from omegaconf import DictConfig
 
 from mdnlab.cli import usage
-from mdnlab.cli.config import CONFIG_DIR
-from mdnlab.cli.entry import check_log_folder, quiet_lightning, run_entry_point
+from mdnlab.cli.entry import check_log_folder, run_entry_point
+from mdnlab.config import CONFIG_DIR
 from mdnlab.errors import ConfigError
+from mdnlab.training.single import quiet_lightning
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:

@@ -13,8 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from mdnlab.cli import usage
-from mdnlab.cli.config import CONFIG_DIR, check_seed
 from mdnlab.cli.entry import check_log_folder, run_entry_point
+from mdnlab.config import CONFIG_DIR, check_seed
 from mdnlab.errors import ConfigError, fits_in_memory, integer
 
 FORMATS = ("npz", "csv")

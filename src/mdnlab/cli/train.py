@@ -1,137 +1,18 @@
-"""mdn-train: compose the config, check it, fit, score the chosen checkpoint on the test split,
-and leave everything in the run directory (config, TensorBoard events, checkpoints,
+"""mdn-train: compose the config and train it (``training.single`` for one run; a launcher for a
+multirun), leaving everything in the run directory (config, TensorBoard events, checkpoints,
 metrics.json, run.json, figures)."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mdnlab.cli import rundir, usage
-from mdnlab.cli.finish import Fit, finish, say
-from mdnlab.cli.config import CONFIG_DIR, check_run, has_validation, instantiate_checked
-from mdnlab.cli.entry import check_log_folder, quiet_lightning, resume_arguments, run_entry_point
-from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
-
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit one experiment; returns its final metrics (empty on ranks other than 0). A run
-    directory that already holds this config's finished run is left as it is (rundir.check)."""
-    run_dir = Path(cfg.paths.output_dir)
-    finished = rundir.check(cfg, run_dir)  # before anything (Lightning included) writes or logs
-    if finished is not None:
-        return finished
-    datamodule, model, trainer = build(cfg)
-    resume_from = _resume_from(cfg, model, run_dir)
-    rundir.start(cfg, run_dir)
-    if trainer.is_global_zero:
-        if OmegaConf.select(cfg, "extras.print_config"):
-            rundir.print_config_tree(cfg, run_dir)
-        tags = f" | tags: {', '.join(map(str, cfg.tags))}" if cfg.get("tags") else ""
-        say(f"run dir: {run_dir}", rundir.config_summary(cfg) + tags, f"watch it: tensorboard --logdir {run_dir}")
-    start = time.perf_counter()
-    _fit(trainer, model, datamodule, resume_from, run_dir)
-    fit_seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return {}
-    return finish(cfg, Fit.of_trainer(trainer, model.metric, fit_seconds), model, datamodule)
-
-
-def _fit(trainer, model, datamodule, resume_from: str | None, run_dir: Path) -> None:
-    """Trainer.fit, with a SIGTERM (Lightning stops after the epoch, having checkpointed it) or
-    a diverged loss as one line that says what the run directory holds."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    except SIGTERMException:
-        raise Interrupted(f"stopped by SIGTERM after {trainer.current_epoch} epochs (global step "
-                          f"{trainer.global_step}); {_last_state(run_dir)}: continue with mdn-train "
-                          f"resume={run_dir}") from None
-    except NonFiniteLossError as error:
-        raise NonFiniteLossError(f"{error}; {_last_state(run_dir)}") from None
-
-
-def _last_state(run_dir: Path) -> str:
-    from mdnlab import checkpoint
-
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return "no checkpoint was written before it"
-    return f"{last} holds the state of global step {checkpoint.read(last)['global_step']}"
-
-
-def build(cfg: DictConfig):
-    """Check the config, seed, and instantiate (datamodule, model, trainer) from it."""
-    check_run(cfg)
-    import lightning as L
-    import torch
-    from hydra.utils import instantiate
-
-    from mdnlab.checkpoint import SafeCheckpointIO
-
-    quiet_lightning()
-    if cfg.get("torch_threads") is not None:
-        torch.set_num_threads(int(cfg.torch_threads))
-        os.environ["OMP_NUM_THREADS"] = str(int(cfg.torch_threads))  # for spawned DDP ranks too
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
-    datamodule, model = instantiate_checked(cfg)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers),
-                           validates=has_validation(cfg))
-    plugins = [SafeCheckpointIO()]  # every checkpoint read and written safely (see the class)
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-        from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-        # submitit owns requeueing (hydra.launcher.max_num_timeout); Lightning must not also
-        # catch SLURM's signal and requeue the job a second time
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
-    return datamodule, model, trainer
-
-
-def _resume_from(cfg: DictConfig, model, run_dir: Path) -> str | None:
-    """ckpt_path, or (auto_resume) the run directory's own last.ckpt when its run.json records
-    this config: a requeued cluster job starts again in the same directory and picks up where
-    it was stopped. Either is checked to hold this model's weights before anything is written."""
-    from mdnlab import checkpoint
-
-    if cfg.get("ckpt_path") is not None:
-        path = str(cfg.ckpt_path)
-    else:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not (cfg.get("auto_resume", True) and last.is_file()):
-            return None
-        if not rundir.holds_a_record(run_dir):
-            raise ConfigError("hydra.run.dir", str(run_dir), f"a new directory, or one whose run.json records "
-                              f"this config ({last} is there, with no record of the config that wrote it); "
-                              f"continue that run with mdn-train resume={run_dir}")
-        path = str(last)
-    checkpoint.check_fits(path, model, int(cfg.trainer.max_epochs))
-    return path
-
-
-def _callbacks(cfg: DictConfig, monitor: str, has_logger: bool, validates: bool = True) -> list:
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import LearningRateMonitor
-
-    callbacks = []
-    for callback_cfg in (cfg.get("callbacks") or {}).values():
-        if callback_cfg is None:
-            continue
-        if "monitor" in callback_cfg and not validates:
-            continue  # early stopping and the best checkpoint need a validation split
-        extra = {"monitor": monitor} if "monitor" in callback_cfg else {}
-        callbacks.append(instantiate(callback_cfg, **extra))
-    if not has_logger or OmegaConf.select(cfg, "model.scheduler") is None:
-        # nowhere to write (Lightning refuses it), or nothing to show but a constant learning rate
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return callbacks
+from mdnlab.cli import usage
+from mdnlab.cli.entry import check_log_folder, resume_arguments, run_entry_point
+from mdnlab.config import CONFIG_DIR
+from mdnlab.training.single import train
 
 
 def _train_task(cfg: DictConfig) -> float | None:

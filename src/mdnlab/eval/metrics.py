@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mdnlab.dist import Mixture, map_rows, mixture
+from mdnlab.mixtures import Mixture, map_rows, mixture
 
 NLL_MISS_THRESHOLD = 6.0  # nats; a held-out point above this is (nearly always) a missed mode
 ENERGY_SCORE_DRAWS = 200  # Monte-Carlo draws per point for the energy score (several targets)
@@ -89,7 +89,7 @@ def pit_ks_statistic(pit: Tensor) -> float:
 
 
 def _energy_score(m: Mixture, t: Tensor, generator: torch.Generator) -> float:
-    from mdnlab.dist import mvmixture
+    from mdnlab.mixtures import mvmixture
 
     def score(chunk: Mixture, targets: Tensor) -> Tensor:
         return mvmixture.energy_score(*chunk, targets, ENERGY_SCORE_DRAWS, generator=generator)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mdnlab.dist import CHUNK_ELEMENTS
 from mdnlab.eval.metrics import predict
+from mdnlab.mixtures import CHUNK_ELEMENTS
 
 
 def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, temperature: float,

@@ -3,7 +3,7 @@ schedulers from config, per-epoch metrics, and the class names a checkpoint reco
 
 Both models train in the train split's standardised coordinates and report in original units;
 both expose ``predictive_mixture(inputs)``, the predictive distribution in original units as a
-``mdnlab.dist.Mixture``, so every metric and figure treats them alike.
+``mdnlab.mixtures.Mixture``, so every metric and figure treats them alike.
 """
 
 from __future__ import annotations

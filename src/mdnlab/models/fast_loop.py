@@ -64,7 +64,7 @@ class EpochTraining:
         backward, step = self._step_functions(optimizer)
         max_steps = self.trainer.max_steps
         bar = self.trainer.progress_bar_callback
-        bar = bar if hasattr(bar, "on_steps") else None  # a step-counting bar (cli.progress)
+        bar = bar if hasattr(bar, "on_steps") else None  # a step-counting bar (training.progress)
         losses = []
         for batch, _, _ in dataloader_iter:
             if 0 <= max_steps <= self.global_step:  # trainer.max_steps may end an epoch early

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from mdnlab.dist import Mixture, mixture, mvmixture
 from mdnlab.errors import ConfigError, choice, integer, number
+from mdnlab.mixtures import Mixture, mixture, mvmixture
 from mdnlab.models.base import Regressor, plain
 from mdnlab.models.layers import MemberLinear, mlp_trunk
 
@@ -23,7 +23,7 @@ class MixtureDensityNetwork(Regressor):
     """p(t|x) = Σ_k π_k(x) N(t; μ_k(x), Σ_k(x)) with π = softmax(z_π), μ = z_μ and, for one
     target, σ = exp(z_σ) (the seed's) or softplus(z_σ), plus ``min_sigma`` (standardised units),
     where (z_π, z_σ, z_μ) come from one linear head on a shared MLP trunk. Trained by the
-    mixture NLL of ``mdnlab.dist.mixture`` (one target) or ``mdnlab.dist.mvmixture`` (D > 1).
+    mixture NLL of ``mdnlab.mixtures.mixture`` (one target) or ``mdnlab.mixtures.mvmixture`` (D > 1).
 
     With D > 1 targets, ``covariance`` picks the components' shape: ``diag`` (Σ_k = diag(σ_k²),
     D σ outputs per component, Bishop 1994) or ``full`` (Σ_k = L_k L_kᵀ with a Cholesky factor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mdnlab.dist import Mixture
+from mdnlab.mixtures import Mixture
 from mdnlab.models.base import Regressor, _fitting, plain
 from mdnlab.models.layers import mlp_trunk
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mdnlab.dist.mixture import LOG_SQRT_2PI
+from mdnlab.mixtures.mixture import LOG_SQRT_2PI
 from mdnlab.models.mdn import MixtureDensityNetwork
 
 STACKABLE_OPTIMIZERS = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # name → decoupled decay

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdnlab.eval.figures import many, one  # first: style sets matplotlib's file-only backend
-from mdnlab.eval.figures.style import plt
-
 from matplotlib.figure import Figure  # noqa: E402  (isort: after the backend is set)
+
+from mdnlab.eval.figures import (  # first: style sets matplotlib's file-only backend
+    many,
+    one,
+)
+from mdnlab.eval.figures.style import plt
 
 FIGURES = ("data", "mse_fit", "mdn_bands", "mixture_parameters", "samples", "density", "pit")
 

@@ -10,9 +10,15 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from mdnlab.dist import Mixture
-from mdnlab.eval.figures.style import component_colours, limits, pit_histogram, scatter, span
+from mdnlab.eval.figures.style import (
+    component_colours,
+    limits,
+    pit_histogram,
+    scatter,
+    span,
+)
 from mdnlab.eval.metrics import predict
+from mdnlab.mixtures import Mixture
 
 SHOWN_INPUTS = 3  # test inputs whose predictive distributions the samples/density figures show
 

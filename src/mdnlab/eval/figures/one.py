@@ -9,10 +9,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from mdnlab.dist import Mixture
-from mdnlab.eval.figures.style import (GRID_POINTS, component_colours, limits, pit_histogram, scatter,
-                                       span)
+from mdnlab.eval.figures.style import (
+    GRID_POINTS,
+    component_colours,
+    limits,
+    pit_histogram,
+    scatter,
+    span,
+)
 from mdnlab.eval.metrics import predict
+from mdnlab.mixtures import Mixture
 
 
 def draw(model, datamodule, least_squares, seed: int) -> dict[str, Figure]:

@@ -1,4 +1,4 @@
-"""The training loop of a stack (see ``cli.stacked``): epochs of optimiser steps for S models at
+"""The training loop of a stack (see ``training.stacks``): epochs of optimiser steps for S models at
 once, then per model what Lightning's loop and callbacks do for one run: log train/nll,
 validate, stop early, keep the best weights, fail on a non-finite loss; at the end, each
 model's last and best checkpoints.
@@ -18,18 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 from mdnlab import checkpoint
-from mdnlab.cli import rundir
-from mdnlab.cli.config import has_validation
-from mdnlab.cli.finish import say
+from mdnlab.config import has_validation
 from mdnlab.data.batches import StackedBatches
 from mdnlab.errors import NonFiniteLossError
 from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
+from mdnlab.runs import rundir
+from mdnlab.runs.finish import say
 
 
 @dataclass

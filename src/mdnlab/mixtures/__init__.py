@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from mdnlab.dist import mixture, mvmixture
+from mdnlab.mixtures import mixture, mvmixture
 
 __all__ = ["Mixture", "map_rows", "mixture", "mvmixture"]
 
@@ -138,8 +138,13 @@ class Mixture(NamedTuple):
         """The same mixture as a ``torch.distributions.MixtureSameFamily`` (over ``Normal``,
         ``Independent(Normal)`` or ``MultivariateNormal``), for ``log_prob``, ``sample``,
         ``mean``, ``variance`` and, with one target, ``cdf`` in your own code."""
-        from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal,
-                                         Normal)
+        from torch.distributions import (
+            Categorical,
+            Independent,
+            MixtureSameFamily,
+            MultivariateNormal,
+            Normal,
+        )
 
         if self.univariate:
             components = Normal(self.mu, self.scale)

@@ -1,6 +1,6 @@
 """After a fit: score the chosen weights on the test split, record the results, log them, draw
-the figures. Shared by a run trained alone (``cli.train``, from its Lightning Trainer) and a
-job trained in a stack (``cli.stacked``), which leave the same files behind."""
+the figures. Shared by a run trained alone (``training.single``, from its Lightning Trainer)
+and a job trained in a stack (``training.stacks``), which leave the same files behind."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mdnlab.cli import rundir
-from mdnlab.cli.config import has_validation
+from mdnlab.config import has_validation
+from mdnlab.runs import rundir
 
 
 @dataclass

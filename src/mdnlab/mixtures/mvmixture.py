@@ -17,7 +17,7 @@ nothing here imports Lightning. ``torch.distributions.MixtureSameFamily`` over
 ``Independent(Normal)`` / ``MultivariateNormal(scale_tril=...)`` is the reference in the tests;
 written by hand because it is faster per step and because modes, marginals and the energy score
 are missing there. One-dimensional targets with closed-form CDF and CRPS live in
-``mdnlab.dist.mixture``; ``marginal`` maps a multivariate mixture to one of those per dimension.
+``mdnlab.mixtures.mixture``; ``marginal`` maps a multivariate mixture to one of those per dimension.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from mdnlab.dist.mixture import choose_components
+from mdnlab.mixtures.mixture import choose_components
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -72,7 +72,7 @@ def covariance(logits: Tensor, mu: Tensor, scale: Tensor) -> Tensor:
 
 def marginal(mu: Tensor, scale: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """(μ_kd, σ_kd) of the one-dimensional marginal in dimension ``dim``: a Gaussian mixture
-    with the same π, σ_kd = sqrt(Σ_k[d, d]). Feed it to ``mdnlab.dist.mixture`` for CDF and CRPS."""
+    with the same π, σ_kd = sqrt(Σ_k[d, d]). Feed it to ``mdnlab.mixtures.mixture`` for CDF and CRPS."""
     if is_full(mu, scale):
         sd = scale[..., dim, :].norm(dim=-1)  # sqrt(Σ_j L_dj²) = sqrt(Σ_dd)
     else:

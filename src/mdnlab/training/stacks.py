@@ -13,20 +13,18 @@ val/nll, a non-finite training loss failing that model alone.
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mdnlab.cli import rundir
-from mdnlab.cli.config import check_run, instantiate_checked
-from mdnlab.cli.finish import Fit, finish
-from mdnlab.cli.stacked_fit import Job, StackedFit
+from mdnlab.config import check_run, instantiate_checked
 from mdnlab.errors import ConfigError, NonFiniteLossError
+from mdnlab.runs import rundir
+from mdnlab.runs.finish import Fit, finish
+from mdnlab.training.stacked_loop import Job, StackedFit
 
 # keys whose values may differ between the models of one stack (shapes stay equal)
 STACKABLE = ("seed", "data.seed", "data.split", "data.input_noise", "data.target_noise", "data.noise_std",
@@ -123,7 +121,7 @@ def use_threads(threads: int | None) -> None:
 def run(cfgs: list[DictConfig], hydra_configs: list[DictConfig], threads: int | None = None,
         max_models: int = 256, compile: bool = False) -> list[Any]:
     """Train the jobs of one plan group; per job, its metrics or the exception it failed with."""
-    from mdnlab.cli.entry import quiet_lightning
+    from mdnlab.training.single import quiet_lightning
 
     quiet_lightning()
     use_threads(threads)

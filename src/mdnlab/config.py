@@ -1,7 +1,7 @@
-"""Config plumbing for the command-line tools: where the configs live, the resolvers they use,
-and the checks of a composed config that belong to the run rather than to one class (each data
-and model class checks its own arguments in its constructor). Bad input gets one line naming
-the key, the value and what is allowed."""
+"""The composed config: where the configs live, the resolvers they use, ``compose`` for Python
+use (a notebook, a benchmark) and the checks of a composed config that belong to the run rather
+than to one class (each data and model class checks its own arguments in its constructor). Bad
+input gets one line naming the key, the value and what is allowed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +20,7 @@ from mdnlab.errors import ConfigError, choice, integer
 def _config_dir() -> Path:
     """configs/ inside an installed wheel (mdnlab/configs), else the source checkout's top-level
     configs/ (an editable install): the same files either way, see pyproject.toml."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parent
     packaged = package / "configs"
     return packaged if packaged.is_dir() else package.parents[1] / "configs"
 
@@ -64,6 +64,30 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
+            config_name: str = "train") -> DictConfig:
+    """The config mdn-train composes from ``overrides``, for use from Python (a notebook, a
+    benchmark, a test): Hydra's compose API on the same config tree, made the current Hydra
+    config so that the run's paths and records resolve as in a run. With ``output_dir`` (made
+    if missing), the run writes there and its log folder is the one above it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        with open_dict(cfg):
+            cfg.paths.log_dir = str(Path(output_dir).parent)
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:

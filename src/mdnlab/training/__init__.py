@@ -1,0 +1,4 @@
+"""How models are trained: one model by a Lightning Trainer (``single``, with the epoch-per-step
+fast loop of ``models.fast_loop`` and the step progress bar of ``progress``), and many models as
+one stacked network (``stacks``: which jobs stack and how each is prepared and finished;
+``stacked_loop``: the loop). Both leave their results to ``runs``."""
