@@ -131,3 +131,13 @@ def test_the_wheel_lists_every_package():
     assert set(config["packages"]) == packages | plugins | {"mdnlab.configs"}
     assert not (REPO / "src" / "hydra_plugins" / "__init__.py").exists()  # Hydra's namespace package
     assert config["package-dir"]["mdnlab.configs"] == "configs"
+
+
+def test_train_help_names_every_launcher_without_importing_torch():
+    code = ("import sys; sys.argv = ['mdn-train', '--help']\n"
+            "from mdnlab.cli.train import main\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    for launcher in ("stacked", "parallel", "slurm"):
+        assert f"hydra/launcher={launcher}" in result.stdout

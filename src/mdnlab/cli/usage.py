@@ -16,7 +16,12 @@ logs/train/runs/ (or $MDNLAB_LOG_DIR).
   mdn-train data=table data.path=my.csv 'data.inputs=[a,b]' 'data.targets=[c]'
   mdn-train trainer=gpu                             the same run on a GPU (trainer=ddp: several)
   mdn-train resume=logs/train/runs/<run>            continue a run that was cut off
-  mdn-train -m model.n_gaussians=1,3,5 seed=0,1,2   a sweep (hydra/launcher=parallel | slurm)
+  mdn-train -m model.n_gaussians=1,3,5 seed=0,1,2   a sweep, one job after another
+  mdn-train -m hydra/launcher=stacked seed='range(20)'
+                                                    the fastest sweep: jobs that differ in seeds,
+                                                    noise, lr or length train as one network
+  mdn-train -m hydra/launcher=parallel ...          jobs side by side on this machine's cores
+  mdn-train -m hydra/launcher=slurm ...             jobs on a SLURM cluster (submitit)
   mdn-train -m ... hydra.sweep.dir=<sweep dir>      finish a killed sweep: the same command again
   mdn-train --config-dir my_configs experiment=mine your own experiment YAML beside ours
 
