@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import BIN, FAST, REPO, compose_train, run_cli, run_main, run_record
 
 from mdnlab.config import validate
@@ -175,3 +176,21 @@ def test_a_failing_sweep_job_leaves_the_others_intact(tmp_path):
     assert (jobs["2"] / "metrics.json").is_file()
     assert (sweep / "multirun.yaml").is_file()
     assert out.returncode != 0
+
+
+def test_an_allocation_that_fails_is_one_line_naming_the_sizes(tmp_path, capsys):
+    from mdnlab.cli.entry import run_entry_point
+
+    cfg = compose_train(tmp_path, ["model.hidden_size=100000000"])
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"kept")
+
+    def task(cfg):
+        return torch.empty(10**13)  # 40 TB: the allocator refuses, as for a far too wide network
+
+    with pytest.raises(SystemExit) as exit:
+        run_entry_point(task, cfg)
+    assert exit.value.code == 1
+    line = capsys.readouterr().err
+    assert line.startswith("error: out of CPU memory with model.hidden_size=100000000") and line.count("\n") == 1
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == b"kept"

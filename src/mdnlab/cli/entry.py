@@ -30,7 +30,7 @@ def _is_multirun() -> bool:
 
 # OS errors that are the user's to fix (a full disk, a read-only folder): one line, not a traceback
 USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-EXIT_STATUS = {ConfigError: 2, Interrupted: 128 + 15, NonFiniteLossError: 1, OSError: 1}
+EXIT_STATUS = {ConfigError: 2, Interrupted: 128 + 15, NonFiniteLossError: 1, OSError: 1, MemoryError: 1}
 
 
 class JobFailed(CompactHydraException):
@@ -60,7 +60,8 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         error = OSError(f"could not write {raised.filename or 'a file'}: {raised.strerror}")
     except Exception as raised:  # noqa: BLE001 - narrowed just below
-        known = raised if isinstance(raised, (ConfigError, NonFiniteLossError, Interrupted)) else _from_rank(raised)
+        known = raised if isinstance(raised, (ConfigError, NonFiniteLossError, Interrupted)) else (
+            _out_of_memory(raised, cfg) or _from_rank(raised))
         if known is None:
             raise
         error = known
@@ -72,6 +73,28 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         _remove_if_only_hydra_files(output_dir())
     print(line, file=sys.stderr)
     sys.exit(next(code for kind, code in EXIT_STATUS.items() if isinstance(error, kind)))
+
+
+# the settings that decide how much memory a run takes
+MEMORY_KEYS = ("model.hidden_size", "model.n_hidden_layers", "model.n_gaussians", "model.n_members",
+               "data.n_samples", "data.batch_size", "hydra.launcher.max_models")
+
+
+def _out_of_memory(error: Exception, cfg: DictConfig) -> MemoryError | None:
+    """A failed allocation, on the CPU or a GPU, as one line naming the sizes that set the
+    memory (a run's checkpoints stay as they were: nothing is written after it)."""
+    from omegaconf import OmegaConf
+
+    torch = sys.modules.get("torch")
+    on_gpu = torch is not None and isinstance(error, torch.OutOfMemoryError)
+    if not (on_gpu or isinstance(error, MemoryError) or "can't allocate memory" in str(error)):
+        return None
+    sizes = [f"{key}={value}" for key in MEMORY_KEYS
+             if (value := OmegaConf.select(cfg, key, default=None, throw_on_missing=False)) is not None]
+    device = "GPU" if on_gpu else "CPU"
+    return MemoryError(f"out of {device} memory with {', '.join(sizes)}: lower one of them (data.batch_size "
+                       "for fewer points a step; hydra.launcher.max_models for smaller stacks) or run where "
+                       "there is more memory; the run directory keeps what it had written")
 
 
 def _from_rank(error: Exception) -> Exception | None:
