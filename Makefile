@@ -24,10 +24,12 @@ train: $(STAMP)
 	$(BIN)/mdn-train $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check src scripts tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # everything but the end-to-end runs in subprocesses (CI runs them all: make test)
 test-fast: $(STAMP)
+	$(BIN)/ruff check src scripts tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # TB_FLAGS="--bind_all" to serve on every interface (e.g. from a cluster node)

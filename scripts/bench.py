@@ -210,7 +210,8 @@ def report(results: dict) -> str:
              f"N = {results['steps']} full-batch steps (data.passes_per_epoch: "
              f"{results['passes_per_epoch']}), median of {results['repeats']} A/B pairs",
              "",
-             "| workload | hand loop µs/step | mdnlab µs/step | ratio | mdnlab, no progress bar | final loss hand / mdnlab | fit setup s |",
+             "| workload | hand loop µs/step | mdnlab µs/step | ratio | mdnlab, no progress bar "
+             "| final loss hand / mdnlab | fit setup s |",
              "|---|---|---|---|---|---|---|"]
     for name, w in results["workloads"].items():
         lines.append(f"| {name} ({w['experiment']}) | {w['hand_us_per_step']:.0f} | "

@@ -87,7 +87,8 @@ def test_stacked_models_train_as_each_would_alone(settings, optimizer):
     for index, (model, (x, y)) in enumerate(zip(alone, data)):
         exported = stack.export(index, _models([99], **settings)[0])
         assert float(exported.training_loss(x, y)) == pytest.approx(expected[index], abs=1e-5)
-        assert float(stack.validation_losses(inputs, targets)[index]) == pytest.approx(float(model.loss(x, y)), abs=1e-5)
+        alone = float(model.loss(x, y))
+        assert float(stack.validation_losses(inputs, targets)[index]) == pytest.approx(alone, abs=1e-5)
 
 
 def test_a_stopped_or_diverged_model_keeps_its_weights_and_the_others_train():

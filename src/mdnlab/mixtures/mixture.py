@@ -148,7 +148,8 @@ def modes(
     Every start climbs toward a mode, so the K results hold every mode reachable from a
     component mean (duplicates included). Mean-shift converges linearly: ``n_iter`` caps the
     steps, since a start near a saddle can crawl for hundreds of them while the peaks that
-    matter (the most probable mode in particular) settle in a few tens. Returns ``(points, log_density)``, both of shape ``(..., K)``;
+    matter (the most probable mode in particular) settle in a few tens. Returns
+    ``(points, log_density)``, both of shape ``(..., K)``;
     the most probable mode is ``points.gather(-1, log_density.argmax(-1, keepdim=True))``.
     """
     # rows that have converged drop out of the loop: most settle in a few steps, a few crawl

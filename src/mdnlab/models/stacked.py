@@ -64,7 +64,8 @@ class StackedMDN(nn.Module):
             inputs = inputs.repeat_interleave(self.n_members, dim=0)
         layers = list(zip(self.weights, self.biases))
         if models is not None:  # the gradient still lands in the full tensors (zero elsewhere)
-            members = (models.view(-1, 1) * self.n_members + torch.arange(self.n_members, device=models.device)).view(-1)
+            offsets = torch.arange(self.n_members, device=models.device)
+            members = (models.view(-1, 1) * self.n_members + offsets).view(-1)
             layers = [(w[members], b[members]) for w, b in layers]
         h = inputs
         for weight, bias in layers[:-1]:
