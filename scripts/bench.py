@@ -153,6 +153,10 @@ def main() -> None:
     parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
     parser.add_argument("--stacked-sizes", type=int, nargs="*", default=[1, 4, 16, 20, 64, 256],
                         help="stacked models S to time (none: skip)")
+    parser.add_argument("--recipe-sizes", type=int, nargs="*", default=[16, 64, 256],
+                        help="stacked default-recipe models S to time, with and without noise (none: skip)")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 64, 256],
+                        help="models S for the batch-preparation rows (none: skip)")
     parser.add_argument("--no-compile", action="store_true", help="time stacked steps eager only")
     parser.add_argument("--stacked-threads", type=int, default=None, help="threads for stacks (default: all)")
     parser.add_argument("--device", default="cpu", help="device for the stacked step costs (cuda: a GPU)")
@@ -189,16 +193,20 @@ def main() -> None:
         results["seconds_for_help"] = time_help()
     import bench_stacked
 
-    if args.stacked_sizes:
+    if args.batch_sizes:
+        print("batch preparation:", flush=True)
+        results["batches"] = bench_stacked.batch_costs(args.batch_sizes, args.stacked_threads, args.device,
+                                                       not args.no_compile)
+    if args.stacked_sizes or args.recipe_sizes:
         print("stacked step costs:", flush=True)
         results["stacked"] = bench_stacked.step_costs(args.stacked_sizes, not args.no_compile,
-                                                      args.stacked_threads, args.device)
+                                                      args.stacked_threads, args.device, args.recipe_sizes)
     if args.sweep_seeds:
         print("launchers:", flush=True)
         results["sweeps"] = bench_stacked.sweep_walls(args.sweep_seeds, args.launchers, args.sweep_overrides)
     print(report(results))
     single = results["workloads"].get("mdn", {}).get("project_us_per_step")
-    print(bench_stacked.report(results.get("stacked", []), single, results.get("sweeps")))
+    print(bench_stacked.report(results.get("stacked", []), single, results.get("sweeps"), results.get("batches", [])))
     out = args.out or REPO / "logs" / "bench" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

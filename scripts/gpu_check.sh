@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of stacked training (issue #13), as run on a lent GPU machine whose python3
+# The GPU checks of stacked training (issues #13, #24), as run on a lent GPU machine whose python3
 # already has torch and Lightning: hydra/omegaconf travel as a copied site folder (.devsite).
 #   bash scripts/gpu_check.sh [out dir]
 set -uo pipefail
@@ -8,9 +8,20 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD/.devsite:$PWD/src:$PWD/scripts" MDNLAB_LOG_DIR="$OUT/logs" PYTHONWARNINGS=ignore
 QUIET='^\[|avail|LOCAL_RANK|max_epochs|Tensor Cores|set_float32|^step '
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
+echo "== the noise and shuffles on the GPU: the CPU's stored bits, eager and compiled"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_draws.py -k "gpu or compiled" 2>&1 | tail -3
+python3 -c "
+import torch
+from mdnlab.data import draws
+from mdnlab.data.batches import epoch_keys
+keys = epoch_keys([(seed, 0, 1) for seed in range(64)], 'cuda')
+steps = torch.arange(4, device='cuda')
+eager = draws.normals(keys, steps, 2000)
+print('compiled == eager on the GPU:', torch.equal(draws.normals(keys, steps, 2000, draws.compiled('cuda')), eager),
+      '| GPU == CPU:', torch.equal(eager.cpu(), draws.normals(keys.cpu(), steps.cpu(), 2000)))"
 echo "== one model alone through mdnlab on the GPU; stacked step costs on the GPU (eager)"
 timeout 100 python3 scripts/bench.py --steps 1000 --repeats 1 --skip-startup --trainer gpu --device cuda \
-  --stacked-sizes 1 4 16 64 256 1024 --no-compile --sweep-seeds 0 --out "$OUT/gpu_stacked.json" 2>&1 | grep -Ev "$QUIET"
+  --stacked-sizes 1 4 16 64 256 1024 --recipe-sizes 64 1024 --batch-sizes 64 1024 --no-compile --sweep-seeds 0 --out "$OUT/gpu_stacked.json" 2>&1 | grep -Ev "$QUIET"
 echo "== trainer=gpu stacked multirun: 64 seeds of the default recipe, 2000 steps"
 start=$(date +%s.%N)
 timeout 60 python3 -m mdnlab.cli.train -m hydra/launcher=stacked hydra.launcher.compile=false trainer=gpu \

@@ -9,8 +9,6 @@ import torch
 from conftest import FAST, run_main
 
 from mdnlab import checkpoint
-from mdnlab.data import TensorBatches
-from mdnlab.data.batches import StackedBatches
 from mdnlab.models import MixtureDensityNetwork
 from mdnlab.models.stacked import StackedAdam, StackedMDN
 
@@ -107,27 +105,6 @@ def test_a_stopped_or_diverged_model_keeps_its_weights_and_the_others_train():
     for now, then in zip(stack.parameters(), before):
         assert torch.equal(now[1], then[1]) and not torch.equal(now[0], then[0])
         assert torch.isfinite(now).all()
-
-
-def test_stacked_batches_are_each_models_own_batches():
-    """Shuffled mini-batches with input and target noise: model s's slice of every stacked batch
-    is what its own TensorBatches serves (same generators, same order of draws), epoch by epoch."""
-    g = torch.Generator().manual_seed(0)
-    pairs = [(torch.randn(50, 2, generator=g), torch.randn(50, 1, generator=g)) for _ in range(3)]
-    settings = [dict(seed=0, input_noise=0.1, target_noise=0.2), dict(seed=5, input_noise=0.0, target_noise=0.3),
-                dict(seed=9, input_noise=0.2, target_noise=0.0)]
-
-    def loaders():
-        return [TensorBatches(x, y, batch_size=16, repeats=2, shuffle=True, **s) for (x, y), s in zip(pairs, settings)]
-
-    alone, stacked = loaders(), StackedBatches(loaders())
-    for _ in range(2):  # two epochs: each draws its own streams
-        served = list(stacked)
-        singles = [list(loader) for loader in alone]
-        assert len(served) == len(singles[0]) == len(stacked) == 8
-        for step, (x, y) in enumerate(served):
-            for s in range(3):
-                assert torch.equal(x[s], singles[s][step][0].T) and torch.equal(y[s], singles[s][step][1].T)
 
 
 STACK = [*FAST, "data.n_test=300", "figures=false", "hydra/launcher=stacked", "data.train_fraction=0.8",

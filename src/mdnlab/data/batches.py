@@ -14,6 +14,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from mdnlab.data import draws
+
 
 def split_sizes(n: int, train_fraction: float, val_fraction: float) -> tuple[int, int, int]:
     """(train, val, test) sizes of n points; the test split is the rest."""
@@ -53,9 +55,10 @@ class TensorBatches:
     each pass is shuffled. ``input_noise``/``target_noise`` add fresh Gaussian noise to every
     batch (noise regularisation).
 
-    The shuffling and noise of an epoch are drawn from generators seeded by (seed, rank,
+    The shuffling and noise are counter-based draws (``data.draws``) keyed by (seed, rank,
     epoch), with the epoch read from ``epoch_of()``: a run resumed at epoch e draws exactly
-    what the uninterrupted run drew there, and DDP ranks draw different noise.
+    what the uninterrupted run drew there, DDP ranks draw different noise, and the same model
+    in a stack (``StackedBatches``) draws the same bits through the same function.
     """
 
     def __init__(self, inputs: Tensor, targets: Tensor, batch_size: int | None = None,
@@ -76,35 +79,60 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.epoch_of()
         self._epochs_served += 1
-        order_rng = torch.Generator().manual_seed(_stream(self.seed, self.rank, epoch, 0))
-        noise_rng = None
-        if any(self.noise):
-            noise_rng = torch.Generator(self.inputs.device)
-            noise_rng.manual_seed(_stream(self.seed, self.rank, epoch, 1))
-        n = len(self.inputs)
-        for _ in range(self.repeats):
-            if self.batch_size is None or self.batch_size >= n:
-                yield self._jitter(self.inputs, self.targets, noise_rng)
-                continue
-            order = torch.randperm(n, generator=order_rng) if self.shuffle else torch.arange(n)
-            for idx in order.to(self.inputs.device).split(self.batch_size):
-                yield self._jitter(self.inputs[idx], self.targets[idx], noise_rng)
-
-    def _jitter(self, x: Tensor, y: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        if rng is None:
-            return x, y
+        keys = epoch_keys([(self.seed, self.rank, epoch)], self.inputs.device)
+        n_inputs = self.inputs.shape[1]
+        width = n_inputs + self.targets.shape[1]
         input_noise, target_noise = self.noise
-        if input_noise:
-            x = x + input_noise * torch.randn(x.shape, generator=rng, device=x.device)
-        if target_noise:
-            y = y + target_noise * torch.randn(y.shape, generator=rng, device=y.device)
-        return x, y
+        steps = epoch_steps(keys, len(self.inputs), self.batch_size, self.repeats, self.shuffle,
+                            width if any(self.noise) else 0)
+        for idx, eps in steps:
+            x, y = (self.inputs, self.targets) if idx is None else (self.inputs[idx[0]], self.targets[idx[0]])
+            if input_noise:
+                x = x + input_noise * eps[0, :n_inputs].T
+            if target_noise:
+                y = y + target_noise * eps[0, n_inputs:].T
+            yield x, y
 
 
-def _stream(*parts: int) -> int:
-    """A 63-bit seed for one (seed, rank, epoch, purpose) stream: deterministic across runs
-    (Python hashes tuples of ints without salt)."""
-    return hash(tuple(int(p) for p in parts)) & (2**63 - 1)
+CHUNK_ELEMENTS = 1 << 20  # noise drawn per call: enough steps to amortise the ~60 operations of a draw
+
+
+def epoch_keys(parts: list[tuple[int, int, int]], device: torch.device) -> Tensor:
+    """(S,) draw keys of S models' (seed, rank, epoch)."""
+    seeds, ranks, epochs = torch.tensor(parts, dtype=torch.int64, device=device).T
+    return draws.keys(seeds, ranks, epochs)
+
+
+def epoch_steps(keys: Tensor, n: int, batch_size: int | None, repeats: int, shuffle: bool,
+                width: int, kernel: Callable[[Tensor, int], Tensor] | None = None,
+                ) -> Iterator[tuple[Tensor | None, Tensor | None]]:
+    """What each step of an epoch uses, for S models at once: (idx (S, b): the points of the
+    batch, None for the whole split; ε (S, width, b): standard normals for its inputs' columns
+    then its targets', None for width 0). Column c of the point in place j of step t's batch
+    gets normal c·rows + j of draw (key, t), rows being the full batch size: the same whatever
+    b, S or how many steps are drawn together."""
+    n_models, device = len(keys), keys.device
+    whole = batch_size is None or batch_size >= n
+    rows = n if whole else batch_size
+    per_pass = 1 if whole else math.ceil(n / rows)
+    n_steps = repeats * per_pass
+    orders = None
+    if not whole:
+        passes = torch.arange(repeats, device=device)
+        orders = (draws.permutations(keys, passes, n) if shuffle
+                  else torch.arange(n, device=device).expand(n_models, repeats, n))
+    chunk = max(1, min(n_steps, CHUNK_ELEMENTS // max(1, n_models * rows * width)))
+    eps = None
+    for step in range(n_steps):
+        if width and step % chunk == 0:
+            block = torch.arange(step, step + chunk, device=device)
+            eps = draws.normals(keys, block, rows * width, kernel).view(n_models, chunk, width, rows)
+        idx = None
+        if orders is not None:
+            pass_, first = step // per_pass, (step % per_pass) * rows
+            idx = orders[:, pass_, first:first + rows]
+        b = n if idx is None else idx.shape[1]
+        yield idx, (eps[:, step % chunk, :, :b] if width else None)
 
 
 def _safe_std(t: Tensor) -> Tensor:
@@ -115,20 +143,19 @@ def _safe_std(t: Tensor) -> Tensor:
 class StackedBatches:
     """S ``TensorBatches`` of equal shapes served together: each batch is (inputs (S, D, n),
     targets (S, T, n)), laid out for ``models.stacked`` (points last), and model s's slice is
-    exactly what its own TensorBatches yields: the same shuffling and noise, from the same
-    generators drawn in the same order. Written apart from TensorBatches because drawing S
-    models' noise into one buffer and adding it in one operation is what keeps a stacked step
-    cheap (zipping S iterators cost more than the stacked network's step)."""
+    exactly what its own TensorBatches yields: the same shuffles and noise, drawn by the same
+    function (``epoch_steps``) for all S models at once. ``kernel`` may be
+    ``draws.compiled(device)``, which draws the same bits faster."""
 
-    def __init__(self, loaders: list[TensorBatches]) -> None:
-        self.loaders = loaders
+    def __init__(self, loaders: list[TensorBatches], kernel: Callable[[Tensor, int], Tensor] | None = None) -> None:
+        self.loaders, self.kernel = loaders, kernel
         first = loaders[0]
         self.batch_size, self.repeats, self.shuffle = first.batch_size, first.repeats, first.shuffle
         self.inputs = torch.stack([b.inputs for b in loaders])  # (S, N, D)
         self.targets = torch.stack([b.targets for b in loaders])
         device = self.inputs.device
         self.noise = [torch.tensor([b.noise[i] for b in loaders], device=device).view(-1, 1, 1) for i in (0, 1)]
-        self.noisy = [[bool(b.noise[i]) for b in loaders] for i in (0, 1)]
+        self.noisy = [any(b.noise[i] for b in loaders) for i in (0, 1)]
         self.whole = (self.inputs.transpose(1, 2).contiguous(), self.targets.transpose(1, 2).contiguous())
 
     def __len__(self) -> int:
@@ -139,37 +166,18 @@ class StackedBatches:
         for loader in self.loaders:
             epochs.append(loader.epoch_of())
             loader._epochs_served += 1
-        parts = [(b.seed, b.rank, e) for b, e in zip(self.loaders, epochs)]
-        order_rngs = [torch.Generator().manual_seed(_stream(*p, 0)) for p in parts]
-        noise_rngs = None
-        if any(map(any, self.noisy)):
-            noise_rngs = [torch.Generator(self.inputs.device) for _ in parts]
-            for rng, p in zip(noise_rngs, parts):
-                rng.manual_seed(_stream(*p, 1))
-        n = self.inputs.shape[1]
+        keys = epoch_keys([(b.seed, b.rank, e) for b, e in zip(self.loaders, epochs)], self.inputs.device)
+        n, n_inputs = self.inputs.shape[1], self.inputs.shape[2]
+        width = n_inputs + self.targets.shape[2] if any(self.noisy) else 0
         models = torch.arange(len(self.loaders), device=self.inputs.device).unsqueeze(1)
-        for _ in range(self.repeats):
-            if self.batch_size is None or self.batch_size >= n:
-                yield self._jitter(*self.whole, noise_rngs)
-                continue
-            if self.shuffle:
-                orders = torch.stack([torch.randperm(n, generator=g) for g in order_rngs])
+        steps = epoch_steps(keys, n, self.batch_size, self.repeats, self.shuffle, width, self.kernel)
+        for idx, eps in steps:
+            if idx is None:
+                x, y = self.whole
             else:
-                orders = torch.arange(n).expand(len(self.loaders), n)
-            for idx in orders.to(self.inputs.device).split(self.batch_size, dim=1):  # (S, B)
-                x, y = self.inputs[models, idx], self.targets[models, idx]
-                yield self._jitter(x.transpose(1, 2), y.transpose(1, 2), noise_rngs)
-
-    def _jitter(self, x: Tensor, y: Tensor, rngs: list | None) -> tuple[Tensor, Tensor]:
-        """x + σ_in ε, y + σ_out ε per model, ε drawn as TensorBatches draws it: (n, D) row-major,
-        inputs before targets, nothing drawn for a zero level."""
-        if rngs is None:
-            return x, y
-        buffers = [torch.zeros(x.shape[0], x.shape[2], x.shape[1], device=x.device),
-                   torch.zeros(y.shape[0], y.shape[2], y.shape[1], device=y.device)]
-        for s, rng in enumerate(rngs):
-            for i in (0, 1):
-                if self.noisy[i][s]:
-                    torch.randn(buffers[i][s].shape, generator=rng, device=x.device, out=buffers[i][s])
-        return (x + self.noise[0] * buffers[0].transpose(1, 2) if any(self.noisy[0]) else x,
-                y + self.noise[1] * buffers[1].transpose(1, 2) if any(self.noisy[1]) else y)
+                x, y = self.inputs[models, idx].transpose(1, 2), self.targets[models, idx].transpose(1, 2)
+            if self.noisy[0]:
+                x = x + self.noise[0] * eps[:, :n_inputs]
+            if self.noisy[1]:
+                y = y + self.noise[1] * eps[:, n_inputs:]
+            yield x, y

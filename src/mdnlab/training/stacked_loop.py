@@ -24,6 +24,7 @@ from torch import Tensor
 
 from mdnlab import checkpoint
 from mdnlab.config import has_validation
+from mdnlab.data import draws
 from mdnlab.data.batches import StackedBatches
 from mdnlab.errors import NonFiniteLossError
 from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
@@ -85,7 +86,8 @@ class StackedFit:
         self.optimizer = StackedAdam(self.stack.parameters(), per_model("lr"), per_model("weight_decay"),
                                      self.stack.n_members, tuple(options.get("betas") or (0.9, 0.999)),
                                      float(options.get("eps") or 1e-8), STACKABLE_OPTIMIZERS[options._target_])
-        self.batches = StackedBatches([j.datamodule.train_dataloader() for j in jobs])
+        self.batches = StackedBatches([j.datamodule.train_dataloader() for j in jobs],
+                                      draws.compiled(device) if compile else None)
         self.losses = self._compiled() if compile else self.stack.training_losses
         # NLL in original units = standardised NLL + log target std (each model its own split's)
         self.offset = torch.stack([torch.log(j.datamodule.standardizer.target_std).sum() for j in jobs]).to(device)
