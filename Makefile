@@ -10,7 +10,7 @@ VENV_FLAGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast tensorboard clean
+.PHONY: install train test test-fast test-cluster tensorboard clean
 
 install: $(STAMP)
 
@@ -25,12 +25,17 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src scripts tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
 
-# everything but the end-to-end runs in subprocesses (CI runs them all: make test)
+# everything but the end-to-end runs in subprocesses
 test-fast: $(STAMP)
 	$(BIN)/ruff check src scripts tests
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# hydra/launcher=slurm against a one-node SLURM cluster that the tests start and stop
+# (scripts/slurm_cluster.sh; needs root and Debian's slurmctld slurmd slurm-client munge)
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 # TB_FLAGS="--bind_all" to serve on every interface (e.g. from a cluster node)
 TB_FLAGS ?= --host localhost

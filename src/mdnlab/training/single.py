@@ -87,9 +87,12 @@ def build(cfg: DictConfig):
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+        from mdnlab.training.scheduler_signals import SlurmRequeue
+
         # submitit owns requeueing (hydra.launcher.max_num_timeout); Lightning must not also
         # catch SLURM's signal and requeue the job a second time
         plugins.append(SLURMEnvironment(auto_requeue=False))
+        callbacks.append(SlurmRequeue())  # a requeue's SIGTERM is not a failure
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     return datamodule, model, trainer
 
