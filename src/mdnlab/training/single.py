@@ -143,5 +143,7 @@ def quiet_lightning() -> None:
         lambda record: not str(record.msg).startswith("💡"))
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # a machine with SLURM's client (a login node, the test cluster) is not a SLURM job
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
     # training_step(dataloader_iter) is deliberate (see models.fast_loop)
     warnings.filterwarnings("ignore", message=r".*dataloader_iter.*")
