@@ -101,6 +101,14 @@ start() {
 
 stop() {
   local pid_file
+  # jobs first, so slurmd ends their steps (a job left running outlives its daemons)
+  if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/null; then
+    SLURM_CONF="$CONF" scancel --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 150); do
+      [ -z "$(SLURM_CONF="$CONF" squeue -h -o %i 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  fi
   for pid_file in "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"; do
     [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null || true
   done
