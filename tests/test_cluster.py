@@ -110,6 +110,29 @@ def test_a_sweep_runs_on_slurm_as_it_runs_here(alone):
     assert sorted(alone) == [0, 1]  # the fixture's sweep, checked there
 
 
+def test_submit_and_go_then_mdn_report_follows_the_jobs(cluster, alone, tmp_path):
+    """hydra.launcher.wait=false: the command returns once the jobs are queued, naming them and
+    the sweep; mdn-report says what SLURM has of each, then reports the finished."""
+    where = tmp_path / "sweep"
+    start = time.monotonic()
+    done = sweep(cluster, where, "seed=0,1", "hydra.launcher.wait=false", "hydra.launcher.cpus_per_task=1")
+    returned_after = time.monotonic() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "submitted 2 SLURM jobs" in done.stdout and f"mdn-report {where}" in done.stdout
+    report = [str(BIN / "mdn-report"), str(where)]
+    early = subprocess.run(report, env=cluster, capture_output=True, text=True, check=True)
+    [line] = [line for line in early.stdout.splitlines() if line.startswith("jobs: ")]
+    counts = {state: int(n) for n, state in (part.split() for part in line[len("jobs: "):].split(", "))}
+    assert sum(counts.values()) == 2 and counts.get("queued", 0) + counts.get("running", 0) >= 1, line
+    deadline = time.monotonic() + 300
+    while len(job_metrics(where)) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert job_metrics(where) == alone
+    assert returned_after < 0.5 * (time.monotonic() - start)  # it did not wait for the jobs
+    final = subprocess.run(report, env=cluster, capture_output=True, text=True, check=True)
+    assert "\njobs: 2 completed" in final.stdout
+
+
 def test_scontrol_requeue_loses_nothing(cluster, alone, tmp_path):
     """SLURM's SIGTERM of a requeue: the attempt stops without a result, the next resumes."""
     process = sweep(cluster, tmp_path / "sweep", "seed=0", background=True)

@@ -82,7 +82,7 @@ def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp
     run_cli(["mdn-train", *SWEEP, f"hydra.sweep.dir={killed}", "hydra/launcher=parallel"], tmp_path)
     assert {name: (job / "metrics.json").stat().st_mtime_ns for name, job in jobs.items()} == snapshot
     # and the report of the seeds is the uninterrupted sweep's
-    from mdnlab.cli.report import collect, group, groups_csv
+    from mdnlab.runs.sweep import collect, group, groups_csv
 
     reports = [groups_csv(group(collect(sweep))[0]) for sweep in (killed, reference)]
     assert reports[0] == reports[1]

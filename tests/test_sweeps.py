@@ -3,6 +3,7 @@ DDP on two CPU processes, and mdn-report."""
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -101,3 +102,25 @@ def test_optuna_search_minimises_validation_nll(tmp_path):
     sweep = sweep_dir(tmp_path)
     assert len(job_dirs(sweep)) == 2
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
+
+
+def test_mdn_report_says_what_squeue_says_of_a_submit_and_go_sweep(tmp_path, monkeypatch, capsys):
+    """Jobs recorded by hydra.launcher.wait=false and not started yet: queued, running, or failed
+    when squeue no longer knows them (tests/test_cluster.py runs this against real SLURM; here a
+    stand-in squeue prints two states)."""
+    from mdnlab.cli import report
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\nprintf '11_0 PENDING\\n11_1 RUNNING\\n'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    (sweep / "slurm_jobs.json").write_text(json.dumps(
+        [{"num": i, "job_id": f"11_{i}", "overrides": [f"seed={i}"]} for i in range(3)]))
+    report.main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "jobs: 1 queued, 1 running, 1 failed" in out
+    assert "SLURM job 11_2 ended (gone from squeue) without a result" in out

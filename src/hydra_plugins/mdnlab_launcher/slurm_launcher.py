@@ -1,5 +1,6 @@
 """``hydra/launcher=slurm``: hydra-submitit-launcher's SLURM launcher, submitting the same way,
-with its own wait for the results.
+with its own wait for the results, or none (``hydra.launcher.wait=false``: the command returns
+once the jobs are queued, recording them in ``<sweep>/slurm_jobs.json`` for ``mdn-report``).
 
 submitit's wait asks ``sacct`` for each job's state and backs off to minutes between polls; a
 cluster without accounting storage has no ``sacct``, and a job that died before writing its
@@ -10,26 +11,40 @@ SLURM has ended or forgotten without a result becomes a failed job with one line
 state and log, so the sweep ends.
 """
 
-from __future__ import annotations
-
+# (no `from __future__ import annotations`: Hydra's plugin scan loads this module without
+# registering it in sys.modules, where a dataclass with string annotations would look itself up)
 import logging
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+from mdnlab.runs.slurm_jobs import WAITING, squeue_states
 
 log = logging.getLogger(__name__)
 
-# squeue states in which SLURM may still run the job (or run it again)
-WAITING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 GRACE_S = 10.0  # a result file may land after squeue reports the end (shared file systems)
 
 
+@dataclass
+class MdnlabSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.mdnlab_launcher.slurm_launcher.MdnlabSlurmLauncher"
+    wait: bool = True  # false: return once the jobs are queued; mdn-report <sweep dir> follows them
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="mdnlab_slurm", node=MdnlabSlurmConf(), provider="mdnlab")
+
+
 class MdnlabSlurmLauncher(SlurmLauncher):
+    def __init__(self, wait: bool = True, **params) -> None:
+        super().__init__(**params)
+        self.wait = bool(wait)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
@@ -48,7 +63,22 @@ class MdnlabSlurmLauncher(SlurmLauncher):
         finally:
             submitit.AutoExecutor.map_array = real_map_array
         log.info("submitted SLURM jobs " + " ".join(job.job_id for job in submitted))
-        return wait_for(submitted, job_overrides)
+        if self.wait:
+            return wait_for(submitted, job_overrides)
+        return self._record(submitted, job_overrides, initial_job_idx)
+
+    def _record(self, jobs: list, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobReturn]:
+        """Queued, not waited on: the job ids go to <sweep>/slurm_jobs.json, and each job counts
+        as launched."""
+        from mdnlab.runs import slurm_jobs
+
+        sweep = Path(str(self.config.hydra.sweep.dir))
+        slurm_jobs.record(sweep, [{"num": num, "job_id": job.job_id, "overrides": list(overrides)}
+                                  for num, (job, overrides) in enumerate(zip(jobs, job_overrides), start=first)])
+        print(f"submitted {len(jobs)} SLURM jobs ({', '.join(job.job_id for job in jobs)}); sweep: {sweep}\n"
+              f"follow them: mdn-report {sweep}")
+        return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=None,
+                          working_dir=str(Path.cwd())) for o in job_overrides]
 
 
 def wait_for(jobs: list, job_overrides: Sequence[Sequence[str]]) -> list[JobReturn]:
@@ -59,7 +89,7 @@ def wait_for(jobs: list, job_overrides: Sequence[Sequence[str]]) -> list[JobRetu
     ended_at: dict[int, float] = {}
     start = time.monotonic()
     while len(returns) < len(jobs):
-        states = _squeue_states([job.job_id for i, job in enumerate(jobs) if i not in returns])
+        states = squeue_states([job.job_id for i, job in enumerate(jobs) if i not in returns])
         for i, job in enumerate(jobs):
             if i in returns:
                 continue
@@ -78,18 +108,6 @@ def wait_for(jobs: list, job_overrides: Sequence[Sequence[str]]) -> list[JobRetu
         if len(returns) < len(jobs):
             time.sleep(min(30.0, max(1.0, 0.05 * (time.monotonic() - start))))
     return [returns[i] for i in range(len(jobs))]
-
-
-def _squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} for the jobs squeue still knows (finished ones for MinJobAge seconds)."""
-    if not job_ids:
-        return {}
-    try:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True,
-                             text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {job_id: "PENDING" for job_id in job_ids}  # the controller is busy: ask again next poll
-    return dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
 
 
 def _collected(job, overrides: Sequence[str]) -> JobReturn:
