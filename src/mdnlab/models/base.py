@@ -135,4 +135,8 @@ class Regressor(EpochTraining, L.LightningModule):
         checkpoint["mdnlab"] = {
             "model_class": class_path(self),
             "datamodule_class": class_path(datamodule) if datamodule is not None else None,
+            **self.mid_epoch_state(),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resume_mid_epoch(checkpoint.get("mdnlab") or {})

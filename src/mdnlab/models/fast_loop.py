@@ -12,6 +12,12 @@ measured on the seed's model (~100 kFLOP a step, where per-step overhead is most
 - a ``__setattr__`` that skips nn.Module's registration checks for plain bookkeeping values;
 - ``fit_loop.epoch_loop._batches_that_stepped`` (private), the step loggers use, set to the
   optimiser step so every metric shares one axis.
+
+An epoch can also stop between two steps: a callback with ``on_step_boundary(trainer, module)``
+is called after every step (``training.scheduler_signals`` saves the run there when SLURM
+signals it). A checkpoint saved mid-epoch holds the epoch's losses so far; resumed from it,
+the epoch skips the steps it holds (the draws are counter-based, so the batches that follow are
+those the uninterrupted run drew) and logs the same epoch loss.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ class EpochTraining:
 
     _train_sum: Tensor | None = None
     _train_steps: int = 0
+    _epoch_losses: list[Tensor] | None = None  # this epoch's losses while its steps run
+    _resumed_losses: Tensor | None = None  # those a mid-epoch checkpoint held, until the epoch resumes
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets bookkeeping attributes (``_current_fx_name`` and others) on the module
@@ -65,7 +73,9 @@ class EpochTraining:
         max_steps = self.trainer.max_steps
         bar = self.trainer.progress_bar_callback
         bar = bar if hasattr(bar, "on_steps") else None  # a step-counting bar (training.progress)
-        losses = []
+        watchers = [c for c in self.trainer.callbacks if hasattr(c, "on_step_boundary")]
+        losses = self._steps_already_taken(dataloader_iter)
+        self._epoch_losses = losses
         for batch, _, _ in dataloader_iter:
             if 0 <= max_steps <= self.global_step:  # trainer.max_steps may end an epoch early
                 break
@@ -76,6 +86,9 @@ class EpochTraining:
             losses.append(loss.detach())
             if bar is not None and bar.due():  # a clock read per step; a device read when shown
                 bar.on_steps(self.trainer, self, self.global_step, loss)
+            for watcher in watchers:
+                watcher.on_step_boundary(self.trainer, self)
+        self._epoch_losses = None
         if not losses:
             return
         losses = torch.stack(losses)
@@ -89,6 +102,27 @@ class EpochTraining:
         # Loggers put epoch-level metrics at this counter of batches (one Lightning batch here
         # per epoch); set it to the optimiser step, so train/val/test share one axis (private)
         self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step
+
+    def _steps_already_taken(self, dataloader_iter: Iterator) -> list[Tensor]:
+        """The losses of the steps a mid-epoch checkpoint had taken in this epoch (their batches
+        drawn again and skipped), or [] when the epoch starts afresh."""
+        if self._resumed_losses is None:
+            return []
+        done, self._resumed_losses = self._resumed_losses.to(self.device), None
+        for _ in range(len(done)):
+            next(dataloader_iter)
+        return list(done.unbind())
+
+    def mid_epoch_state(self) -> dict[str, Tensor]:
+        """What a checkpoint saved between two steps of an epoch must hold: the epoch's losses so
+        far ({} between epochs)."""
+        if not self._epoch_losses:
+            return {}
+        return {"epoch_losses": torch.stack(self._epoch_losses).cpu()}
+
+    def resume_mid_epoch(self, state: dict[str, Any]) -> None:
+        losses = state.get("epoch_losses")
+        self._resumed_losses = losses if isinstance(losses, Tensor) and len(losses) else None
 
     def epoch_training_loss(self) -> Tensor | None:
         """The mean training loss of this epoch's steps, once; None if none were taken."""

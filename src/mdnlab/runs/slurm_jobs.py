@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 JOBS_FILE = "slurm_jobs.json"
@@ -13,6 +14,14 @@ QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "
           "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 WAITING = QUEUED | RUNNING  # states in which SLURM may still run the job (or run it again)
+
+
+@dataclass
+class StackReturns:
+    """What a stack's SLURM job (``hydra/launcher=stacked_slurm``) returns: the JobReturn of each
+    of its sweep jobs, in the order submitted."""
+
+    returns: list
 
 
 def squeue_states(job_ids: list[str]) -> dict[str, str]:

@@ -1,10 +1,12 @@
-"""A progress bar that counts optimiser steps: the fast loop takes a whole epoch in one
-Lightning batch, so Lightning's own bars stand still inside it. The loop calls ``on_steps``
-(duck-typed, so the models import nothing from here) at most every ``refresh_seconds``; only
-then does it read the loss from the device."""
+"""Progress that counts optimiser steps. ``StepProgressBar``: the fast loop takes a whole epoch
+in one Lightning batch, so Lightning's own bars stand still inside it; the loop calls
+``on_steps`` (duck-typed, so the models import nothing from here) at most every
+``refresh_seconds``, and only then reads the loss from the device. ``StackProgress``: one line
+for a stack of models (``training.stacked_loop``)."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
@@ -88,3 +90,35 @@ class StepProgressBar(ProgressBar):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self.on_train_end(trainer, pl_module)
+
+
+class StackProgress:
+    """One line for the whole stack: epoch, steps, models still training, steps/s, ETA;
+    rewritten in place on a terminal, else a line at most every 10 s."""
+
+    def __init__(self, jobs: list, start: float) -> None:  # of stacked_loop.Job
+        self.jobs, self.start, self.shown = jobs, start, 0.0
+        self.tty = sys.stdout.isatty()
+        self.total_epochs = max(j.max_epochs for j in jobs)
+
+    def show(self, epoch: int) -> None:
+        now = time.perf_counter()
+        if now - self.shown < (0.5 if self.tty else 10.0) and epoch + 1 < self.total_epochs:
+            return
+        self.shown = now
+        steps = max(j.steps for j in self.jobs)
+        training = sum(j.error is None and not j.stopped and j.epochs < j.max_epochs for j in self.jobs)
+        failed = sum(j.error is not None for j in self.jobs)
+        rate = steps / max(now - self.start, 1e-9)
+        left = (self.total_epochs - epoch - 1) * (steps / max(epoch + 1, 1)) / max(rate, 1e-9)
+        line = (f"epoch {epoch + 1}/{self.total_epochs} | step {steps:,} | {training} training, "
+                f"{len(self.jobs) - training - failed} done, {failed} failed | {rate:,.0f} steps/s "
+                f"({rate * len(self.jobs):,.0f} model-steps/s) | ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print()

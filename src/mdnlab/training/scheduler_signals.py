@@ -9,13 +9,17 @@ while SLURM is still going to run the job again. The job's own warning signal (s
 checkpoint-and-requeue, whose ``scontrol requeue`` fails, and fails the job, when SLURM is
 already requeueing it.
 
-Here both signals are noted when they come and acted on at the next step boundary (so no file
-is half written). A SIGTERM stops the run without a result (SystemExit passes through Hydra and
-submitit, which record results of Exceptions only): when SLURM requeues the job, the next
-attempt resumes from the run's last checkpoint (``auto_resume``); when it does not (``scancel``),
-the launcher sees the job end without a result and says so in one line, and rerunning the
-sweep continues it. A warning signal that comes with a requeue does the same; one without goes
-to submitit's handler (requeue, counting ``max_num_timeout``).
+Here both signals are noted when they come and acted on after the optimiser step in flight
+(``on_step_boundary``, which the fast loop calls after every step). A SIGTERM saves the run's
+whole state there into its last.ckpt (weights, optimiser, loop counters and the epoch's losses
+so far: a requeue loses no step) and stops the run without a result (SystemExit passes
+through Hydra and submitit, which record results of Exceptions only): when SLURM requeues the
+job, the next attempt resumes from that checkpoint (``auto_resume``); when it does not
+(``scancel``), the launcher sees the job end without a result and says so in one line, and
+rerunning the sweep continues it. A warning signal that comes with a requeue does the same; one
+without saves the state too, then goes to submitit's handler (requeue, counting
+``max_num_timeout``). A run on several ranks (DDP) leaves at the next epoch instead, from the
+checkpoint of the epoch before: its ranks would have to agree on the step first.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
@@ -54,10 +59,10 @@ def requeue_reason(job_id: str, restarts_at_start: int) -> str | None:
     return None
 
 
-class SlurmRequeue(Callback):
-    """Installed in SLURM jobs (training.single.build): wraps Lightning's SIGTERM handler and
-    submitit's warning-signal handler once training starts (Lightning installs its own just
-    before)."""
+class SignalWatch:
+    """SLURM's SIGTERM and the job's warning signal, noted when they come (``install``), acted on
+    by the training loop at its next step boundary: ``pending`` says one came, ``leave`` ends the
+    attempt (after the loop has saved its state there)."""
 
     def __init__(self) -> None:
         self.job_id = os.environ.get("SLURM_JOB_ID", "")
@@ -67,14 +72,16 @@ class SlurmRequeue(Callback):
         self.leaving: str | None = None
         self.warned: tuple | None = None  # (submitit's handler, signal) to run at the next boundary
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        lightning_handler = signal.getsignal(signal.SIGTERM)
+    def install(self) -> None:
+        """Wrap the SIGTERM handler (Lightning's, in a Trainer) and submitit's warning-signal
+        handler; outside a SLURM job a SIGTERM still goes to the handler there was."""
+        previous = signal.getsignal(signal.SIGTERM)
         warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
         submitit_handler = signal.getsignal(warning)
 
         def on_sigterm(signum, frame) -> None:
-            if not self.job_id and callable(lightning_handler):
-                lightning_handler(signum, frame)
+            if not self.job_id and callable(previous):
+                previous(signum, frame)
             elif not self.leaving:  # the first SIGTERM says it; later ones find the job record gone
                 self.leaving = requeue_reason(self.job_id, self.restarts) or "stopped by SIGTERM"
 
@@ -85,17 +92,22 @@ class SlurmRequeue(Callback):
         if callable(submitit_handler):
             signal.signal(warning, on_warning)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._act(trainer)
+    @property
+    def pending(self) -> bool:
+        return bool(self.warned or self.leaving)
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._act(trainer)
-
-    @staticmethod
-    def _requeue_for_time(handler, signum) -> None:
-        """submitit's handler: requeue and exit; or, timed out too often, one line."""
+    def leave(self, where: str, saved: str) -> None:
+        """End this attempt: without a result when SLURM requeues the job (or it was stopped),
+        else through submitit's handler, which requeues it for its time limit."""
+        if self.warned and not self.leaving:
+            self.leaving = requeue_reason(self.job_id, self.restarts) if self.job_id else None
+        if self.leaving:
+            log.warning(f"SLURM job {self.job_id} {self.leaving}: stopping at {where} without a result; "
+                        f"the next attempt resumes from {saved}")
+            raise SystemExit(0)
         from submitit.core.utils import UncompletedJobError
 
+        handler, signum = self.warned
         try:
             handler(signum, None)
         except UncompletedJobError as error:
@@ -103,13 +115,29 @@ class SlurmRequeue(Callback):
                               "hydra.launcher.timeout_min or hydra.launcher.max_num_timeout, then rerun the sweep "
                               "to continue it from its last checkpoint") from None
 
-    def _act(self, trainer) -> None:
-        if self.warned and not self.leaving:
-            self.leaving = requeue_reason(self.job_id, self.restarts) if self.job_id else None
-            if not self.leaving:
-                handler, signum = self.warned
-                self._requeue_for_time(handler, signum)
-        if self.leaving:
-            log.warning(f"SLURM job {self.job_id} {self.leaving}: stopping at epoch {trainer.current_epoch} without "
-                        f"a result; the next attempt resumes from the last checkpoint")
-            raise SystemExit(0)
+
+class SlurmRequeue(Callback):
+    """Installed in SLURM jobs (training.single.build): a ``SignalWatch`` installed once training
+    starts (Lightning installs its SIGTERM handler just before), acted on after a step."""
+
+    def __init__(self, last_checkpoint: Path | None = None) -> None:
+        self.last_checkpoint = last_checkpoint  # where auto_resume looks: the state is saved there
+        self.watch = SignalWatch()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.watch.install()
+
+    def on_step_boundary(self, trainer, pl_module) -> None:
+        if self.watch.pending:
+            self.watch.leave(f"global step {trainer.global_step}", self._save(trainer))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1 and self.watch.pending:
+            self.watch.leave(f"epoch {trainer.current_epoch}", "the last epoch's checkpoint")
+
+    def _save(self, trainer) -> str:
+        """The whole training state, between two steps, as the run's last.ckpt (atomically)."""
+        if self.last_checkpoint is None or trainer.world_size > 1:
+            return "the last epoch's checkpoint"
+        trainer.save_checkpoint(self.last_checkpoint)
+        return f"the state saved at that step ({self.last_checkpoint})"

@@ -32,7 +32,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if OmegaConf.select(cfg, "extras.print_config"):
             rundir.print_config_tree(cfg, run_dir)
         tags = f" | tags: {', '.join(map(str, cfg.tags))}" if cfg.get("tags") else ""
-        say(f"run dir: {run_dir}", rundir.config_summary(cfg) + tags, f"watch it: tensorboard --logdir {run_dir}")
+        say(f"run dir: {run_dir}", rundir.config_summary(cfg) + tags, f"watch it: tensorboard --logdir {run_dir}",
+            *([_resumes(resume_from)] if resume_from else []))
     start = time.perf_counter()
     _fit(trainer, model, datamodule, resume_from, run_dir)
     fit_seconds = time.perf_counter() - start
@@ -65,6 +66,12 @@ def _last_state(run_dir: Path) -> str:
     return f"{last} holds the state of global step {checkpoint.read(last)['global_step']}"
 
 
+def _resumes(path: str) -> str:
+    from mdnlab import checkpoint
+
+    return f"resumes at global step {checkpoint.read(path)['global_step']} from {path}"
+
+
 def build(cfg: DictConfig):
     """Check the config, seed, and instantiate (datamodule, model, trainer) from it."""
     check_run(cfg)
@@ -92,7 +99,8 @@ def build(cfg: DictConfig):
         # submitit owns requeueing (hydra.launcher.max_num_timeout); Lightning must not also
         # catch SLURM's signal and requeue the job a second time
         plugins.append(SLURMEnvironment(auto_requeue=False))
-        callbacks.append(SlurmRequeue())  # a requeue's SIGTERM is not a failure
+        # a requeue's SIGTERM is not a failure; the state at the signal is saved where auto_resume looks
+        callbacks.append(SlurmRequeue(Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     return datamodule, model, trainer
 
@@ -145,5 +153,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # a machine with SLURM's client (a login node, the test cluster) is not a SLURM job
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
+    # a checkpoint saved between two steps resumes exactly: the epoch skips the steps it holds
+    # and the draws are counter-based (models.fast_loop), so no loader state is needed
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
     # training_step(dataloader_iter) is deliberate (see models.fast_loop)
     warnings.filterwarnings("ignore", message=r".*dataloader_iter.*")

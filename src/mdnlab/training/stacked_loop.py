@@ -7,12 +7,15 @@ Written by hand, not as a Lightning Trainer: a Trainer stops, checkpoints and lo
 here each of S models stops, checkpoints and logs on its own while their steps stay one. The
 steps need no host synchronisation (the losses stay on the device); the one per epoch is the
 finiteness check and the validation scores, as in the single-model loop (``models.fast_loop``).
+
+The stack's whole state (``training.stack_state``) is saved after every epoch and, in a SLURM
+job, after the step in flight when SLURM signals it; a stack built with that state resumes
+there and ends with the same weights, bit for bit, as if it had not stopped.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,8 @@ from mdnlab.errors import NonFiniteLossError
 from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
 from mdnlab.runs import rundir
 from mdnlab.runs.finish import say
+from mdnlab.training import stack_state
+from mdnlab.training.progress import StackProgress
 
 
 @dataclass
@@ -77,8 +82,16 @@ def announce(jobs: list[Job], device: torch.device) -> None:
 
 
 class StackedFit:
-    def __init__(self, jobs: list[Job], device: torch.device, compile: bool = False) -> None:
+    """S jobs trained as one stack. ``state_path``: where the stack's state is saved (None: not
+    saved); ``resume``: (a saved state, each job's index in it) to continue from; ``watch``: a
+    ``SignalWatch`` whose signals stop the stack after the step in flight."""
+
+    def __init__(self, jobs: list[Job], device: torch.device, compile: bool = False, state_path: Path | None = None,
+                 resume: tuple[dict, list[int]] | None = None, watch: Any = None) -> None:
         self.jobs, self.device = jobs, device
+        self.state_path, self.watch = state_path, watch
+        self.first_epoch, self.first_step, self.epoch_losses = 0, 0, None
+        self.fingerprints = [stack_state.fingerprint(j.cfg) for j in jobs]
         self.stack = StackedMDN([job.model for job in jobs]).to(device)
         options = jobs[0].cfg.model.optimizer
         per_model = lambda key: torch.tensor([float(j.cfg.model.optimizer.get(key) or 0.0) for j in jobs],  # noqa: E731
@@ -94,14 +107,17 @@ class StackedFit:
         self.validating = all(validates(j) for j in jobs)
         self.every = int(jobs[0].cfg.trainer.check_val_every_n_epoch)
         self.best: list[Tensor] | None = None
+        if resume is not None:
+            self._load(*resume)
 
     def _compiled(self):
         """torch.compile'd training losses, compiled now on the first batch; eager, with one
         line saying why, where this machine cannot compile (no C++ compiler, say)."""
         compiled = torch.compile(self.stack.training_losses)
+        served = [loader._epochs_served for loader in self.batches.loaders]
         inputs, targets = next(iter(self.batches))
-        for loader in self.batches.loaders:  # the probe drew epoch 0's first batch: draw it again
-            loader._epochs_served = 0
+        for loader, epochs in zip(self.batches.loaders, served):  # the probe drew a batch: draw it again
+            loader._epochs_served = epochs
         try:
             compiled(inputs, targets).sum().backward()
         except Exception as error:  # noqa: BLE001 - any compiler failure: train eager instead
@@ -117,14 +133,17 @@ class StackedFit:
         """Train every model to its end; returns the wall seconds. Each job's outcome is on it."""
         announce(self.jobs, self.device)
         start = time.perf_counter()
-        progress = Progress(self.jobs, start)
-        for epoch in range(max(j.max_epochs for j in self.jobs)):
+        progress = StackProgress(self.jobs, start)
+        if self.watch is not None:
+            self.watch.install()
+        for epoch in range(self.first_epoch, max(j.max_epochs for j in self.jobs)):
             active = torch.tensor([self._trains(j, epoch) for j in self.jobs], device=self.device)
             if not bool(active.any()):
                 break
             self.optimizer.set_active(active)
-            losses = self._epoch(active)
+            losses = self._epoch(epoch, active)
             self._after_epoch(epoch, losses, active.tolist())
+            self._save(epoch + 1, 0, None)
             progress.show(epoch)
         progress.close()
         self._write_checkpoints()
@@ -133,14 +152,19 @@ class StackedFit:
     def _trains(self, job: Job, epoch: int) -> bool:
         return job.error is None and not job.stopped and epoch < job.max_epochs
 
-    def _epoch(self, active: Tensor) -> Tensor:
+    def _epoch(self, epoch: int, active: Tensor) -> Tensor:
         """One epoch's steps; (steps, S) losses in standardised units (0 for a stopped model).
         Once half the models or more have stopped, the steps compute only the others (eager:
         a compiled step would recompile for each new count), with every model's batches still
-        drawn, so the draws stay those of each model alone."""
+        drawn, so the draws stay those of each model alone. A resumed epoch skips the steps its
+        saved state had taken (drawing their batches again: the draws are counter-based)."""
         training = active.nonzero().view(-1) if int(active.sum()) <= len(self.jobs) // 2 else None
-        losses = []
+        losses = list(self.epoch_losses.to(self.device).unbind()) if self.epoch_losses is not None else []
+        skip, self.first_step, self.epoch_losses = self.first_step, 0, None
         for inputs, targets in self.batches:
+            if skip:
+                skip -= 1
+                continue
             if training is None:
                 loss = self.losses(inputs, targets)
             else:
@@ -150,6 +174,9 @@ class StackedFit:
             loss.sum().backward()
             self.optimizer.step()
             losses.append(loss.detach())
+            if self.watch is not None and self.watch.pending:
+                self._save(epoch, len(losses), torch.stack(losses))
+                self.watch.leave(f"epoch {epoch}, step {len(losses)} of the stack", f"{self.state_path}")
         return torch.stack(losses)
 
     def _after_epoch(self, epoch: int, losses: Tensor, active: list[bool]) -> None:
@@ -204,6 +231,18 @@ class StackedFit:
         for best, now in zip(self.best, current):
             best.copy_(torch.where(mask, now, best))
 
+    # ---- the state a stack resumes from -------------------------------------------------
+
+    def _save(self, epoch: int, step: int, epoch_losses: Tensor | None) -> None:
+        """The stack's whole state at (epoch, step in it), when it has a place to go."""
+        if self.state_path is not None:
+            stack_state.write(self.state_path, stack_state.of(self, epoch, step, epoch_losses))
+
+    def _load(self, state: dict, indices: list[int]) -> None:
+        stack_state.load(self, state, indices)
+        say(f"stacked: {len(self.jobs)} models resume at epoch {self.first_epoch}, step {self.first_step} "
+            f"of it ({self.state_path})")
+
     def _write_checkpoints(self) -> None:
         """Each finished model's last.ckpt and, with validation, best-epoch<e>.ckpt."""
         for s, job in enumerate(self.jobs):
@@ -238,35 +277,3 @@ def _stack(pairs) -> tuple[Tensor, Tensor]:
     """[(inputs (N, D), targets (N, 1))] per model → inputs (S, D, N), targets (S, 1, N)."""
     inputs, targets = zip(*pairs)
     return torch.stack([x.T for x in inputs]), torch.stack([t.T for t in targets])
-
-
-class Progress:
-    """One line for the whole stack: epoch, steps, models still training, steps/s, ETA;
-    rewritten in place on a terminal, else a line at most every 10 s."""
-
-    def __init__(self, jobs: list[Job], start: float) -> None:
-        self.jobs, self.start, self.shown = jobs, start, 0.0
-        self.tty = sys.stdout.isatty()
-        self.total_epochs = max(j.max_epochs for j in jobs)
-
-    def show(self, epoch: int) -> None:
-        now = time.perf_counter()
-        if now - self.shown < (0.5 if self.tty else 10.0) and epoch + 1 < self.total_epochs:
-            return
-        self.shown = now
-        steps = max(j.steps for j in self.jobs)
-        training = sum(j.error is None and not j.stopped and j.epochs < j.max_epochs for j in self.jobs)
-        failed = sum(j.error is not None for j in self.jobs)
-        rate = steps / max(now - self.start, 1e-9)
-        left = (self.total_epochs - epoch - 1) * (steps / max(epoch + 1, 1)) / max(rate, 1e-9)
-        line = (f"epoch {epoch + 1}/{self.total_epochs} | step {steps:,} | {training} training, "
-                f"{len(self.jobs) - training - failed} done, {failed} failed | {rate:,.0f} steps/s "
-                f"({rate * len(self.jobs):,.0f} model-steps/s) | ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
-        if self.tty:
-            print("\r" + line, end="", flush=True)
-        else:
-            print(line, flush=True)
-
-    def close(self) -> None:
-        if self.tty:
-            print()
