@@ -156,3 +156,47 @@ def test_a_killed_stack_resumes_from_its_last_epoch(whole_stack, tmp_path, monke
     assert status == 0, err
     assert starts == [(3, 0)]
     assert _job_metrics(tmp_path / "sweep") == whole_stack
+
+
+def _out_of_memory_above(monkeypatch, models: int, after_steps: int = 0) -> None:
+    """Every stack of more than ``models`` models runs out of memory after ``after_steps`` steps,
+    as the CPU allocator says it."""
+    from mdnlab.models.stacked import StackedMDN
+
+    losses, steps = StackedMDN.training_losses, []
+
+    def tight(self, inputs, targets, subset=None):
+        if self.n_models > models:
+            steps.append(1)
+            if len(steps) > after_steps:
+                raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                                   "memory: you tried to allocate 400000000000 bytes.")
+        return losses(self, inputs, targets, subset)
+
+    monkeypatch.setattr(StackedMDN, "training_losses", tight)
+
+
+def test_a_stack_that_does_not_fit_splits_and_resumes(whole_stack, tmp_path, monkeypatch, capsys):
+    """Out of memory in its second epoch, a stack of three trains on as stacks of one and two,
+    each from the state the three saved after the first epoch."""
+    _out_of_memory_above(monkeypatch, 2, after_steps=40)
+    starts = _resumed_at(monkeypatch)
+    status, err = _stack(tmp_path, "sweep", monkeypatch, capsys)
+    assert status == 0, err
+    assert starts == [(0, 0), (1, 0), (1, 0)]
+    # each model's arithmetic is its own, but batched matrix products of another batch size may
+    # round differently: close, not bitwise
+    for split, whole in zip(_job_metrics(tmp_path / "sweep"), whole_stack, strict=True):
+        split, whole = json.loads(split)["metrics"], json.loads(whole)["metrics"]
+        assert split["train/steps"] == whole["train/steps"]
+        assert split["test/nll"] == pytest.approx(whole["test/nll"], abs=1e-4)
+    assert not list((tmp_path / "sweep" / stack_state.FOLDER).glob("*.pt"))
+
+
+def test_a_model_that_does_not_fit_alone_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    _out_of_memory_above(monkeypatch, 0)
+    status, err = _stack(tmp_path, "sweep", monkeypatch, capsys)
+    assert status == 1 and "Traceback" not in err
+    errors = [p.read_text() for p in sorted((tmp_path / "sweep").glob("*/error.txt"))]
+    assert len(errors) == 3
+    assert all("out of CPU memory training this model alone" in e and "model.hidden_size=20" in e for e in errors)

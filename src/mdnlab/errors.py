@@ -24,6 +24,13 @@ class Interrupted(RuntimeError):
     """Training was stopped by a signal (SIGTERM, as a scheduler sends) after saving its state."""
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: torch's CUDA OutOfMemoryError, its CPU allocator's RuntimeError, or
+    Python's MemoryError."""
+    return (type(error).__name__ == "OutOfMemoryError" or isinstance(error, MemoryError)
+            or "can't allocate memory" in str(error))
+
+
 # The checks below are what a constructor calls on its own arguments, so that each class states
 # its constraints once, beside its signature, and a bad value names its config key.
 

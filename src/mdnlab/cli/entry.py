@@ -12,7 +12,7 @@ from typing import Any, Callable
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
+from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError, is_out_of_memory
 
 
 def output_dir() -> Path:
@@ -85,10 +85,9 @@ def _out_of_memory(error: Exception, cfg: DictConfig) -> MemoryError | None:
     memory (a run's checkpoints stay as they were: nothing is written after it)."""
     from omegaconf import OmegaConf
 
-    torch = sys.modules.get("torch")
-    on_gpu = torch is not None and isinstance(error, torch.OutOfMemoryError)
-    if not (on_gpu or isinstance(error, MemoryError) or "can't allocate memory" in str(error)):
+    if not is_out_of_memory(error):
         return None
+    on_gpu = type(error).__name__ == "OutOfMemoryError"
     sizes = [f"{key}={value}" for key in MEMORY_KEYS
              if (value := OmegaConf.select(cfg, key, default=None, throw_on_missing=False)) is not None]
     device = "GPU" if on_gpu else "CPU"

@@ -57,7 +57,9 @@ def partition(run_dirs: list[Path], fingerprints: list[str]) -> list[tuple[list[
     folder = Path(wanted[0]).parent / FOLDER
     left = set(range(len(wanted)))
     groups: list[tuple[list[int], Path | None, dict | None]] = []
-    for candidate in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+    files = list(folder.glob("*.pt")) if folder.is_dir() else []
+    # newest first: a stack split after it saved holds newer states than the one it resumed from
+    for candidate in sorted(files, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         state = _read(candidate)
         if state is None:
             continue

@@ -21,9 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mdnlab.config import check_run, instantiate_checked
-from mdnlab.errors import ConfigError, NonFiniteLossError
+from mdnlab.errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from mdnlab.runs import rundir
-from mdnlab.runs.finish import Fit, finish
+from mdnlab.runs.finish import Fit, finish, say
 from mdnlab.training import stack_state
 from mdnlab.training.scheduler_signals import SignalWatch
 from mdnlab.training.stacked_loop import Job, StackedFit
@@ -143,21 +143,57 @@ def run(cfgs: list[DictConfig], hydra_configs: list[DictConfig], threads: int | 
     watch = SignalWatch() if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
     for indices in ready.values():
         for chunk, saved, state in _resumable_chunks([jobs[i] for i in indices], max_models):
-            chunk = [indices[i] for i in chunk]
-            stack = [jobs[i] for i in chunk]
-            path = stack_state.path_for([job.run_dir for job in stack])
-            resume = (state, stack_state.positions(state, [job.run_dir for job in stack])) if state else None
-            seconds = StackedFit(stack, device, compile, path, resume, watch).run()
-            for i in chunk:
-                results[i] = _finish(jobs[i], seconds)
-            finished = [jobs[i].run_dir for i in chunk]
-            stack_state.forget(path, finished)
-            stack_state.forget(saved, finished)
+            _train([jobs[indices[i]] for i in chunk], [indices[i] for i in chunk], results, device, compile, watch,
+                   saved, state)
     return results
 
 
+def _train(stack: list[Job], places: list[int], results: list, device: torch.device, compile: bool,
+           watch: SignalWatch | None, saved: Path | None, state: dict | None) -> None:
+    """Train one stack and put each job's outcome in ``results[places[i]]``. A stack that does not
+    fit in its device's memory trains as two stacks of half the models (each resuming from what
+    the whole stack saved), down to one model, which then fails alone in one line."""
+    path = stack_state.path_for([job.run_dir for job in stack])
+    resume = (state, stack_state.positions(state, [job.run_dir for job in stack])) if state else None
+    try:
+        seconds = StackedFit(stack, device, compile, path, resume, watch).run()
+    except Exception as error:  # noqa: BLE001 - narrowed just below
+        if not is_out_of_memory(error):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(stack) == 1:
+            results[places[0]] = MemoryError(f"out of {device.type.upper()} memory training this model alone "
+                                             f"({str(error).splitlines()[0][:120]}): {_sizes(stack[0])}")
+            return
+        half = len(stack) // 2
+        say(f"stacked: {len(stack)} models do not fit in {device.type.upper()} memory; training them as two "
+            f"stacks of {half} and {len(stack) - half}")
+        for part in (slice(0, half), slice(half, None)):
+            # the newest state of these models: what the whole stack saved, else what it resumed from
+            [(_, saved_part, state_part)] = stack_state.partition(
+                [j.run_dir for j in stack[part]], [stack_state.fingerprint(j.cfg) for j in stack[part]])
+            _train(stack[part], places[part], results, device, compile, watch, saved_part, state_part)
+    else:
+        for job, place in zip(stack, places):
+            results[place] = _finish(job, seconds)
+    finished = [job.run_dir for job in stack]
+    stack_state.forget(path, finished)
+    stack_state.forget(saved, finished)
+
+
+def _sizes(job: Job) -> str:
+    """The settings that set a model's memory, as the one line after an allocation failed."""
+    model, data = job.cfg.model, job.cfg.data
+    points = data.get("batch_size") or len(job.datamodule.splits["train"][0])
+    return (f"model.hidden_size={model.hidden_size} × {model.get('n_hidden_layers', 1)} layers, "
+            f"{points} points a step (data.batch_size={data.get('batch_size')}), "
+            f"model.n_members={model.get('n_members', 1)}; lower one of them or run where there is more memory")
+
+
 def _resumable_chunks(jobs: list[Job], max_models: int):
-    """Stacks of at most ``max_models`` jobs, each resuming from one saved stack (or none)."""
+    """Positions of ``jobs`` in stacks of at most ``max_models``, each stack's models saved
+    together or not at all (so each resumes from one saved stack)."""
     fingerprints = [stack_state.fingerprint(job.cfg) for job in jobs]
     for members, saved, state in stack_state.partition([job.run_dir for job in jobs], fingerprints):
         for start in range(0, len(members), max_models):
