@@ -9,6 +9,7 @@ one line saying how to get them, and with MDNLAB_REQUIRE_SLURM=1 (CI) they fail 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ HOW = "sudo apt-get install --no-install-recommends slurmctld slurmd slurm-clien
 # 6 epochs of 250 steps (~0.5 s an epoch here): long enough to signal a job mid-run
 JOB = ["trainer.max_epochs=6", "data.passes_per_epoch=250", "data.n_test=500", "figures=false",
        "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
-ON_SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=1",
+ON_SLURM = ["hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=1",
             "hydra.launcher.timeout_min=10"]
 
 
@@ -65,8 +66,9 @@ def alone(cluster, tmp_path_factory):
     return runs
 
 
-def sweep(env, where: Path, *overrides, background=False):
-    command = [str(BIN / "mdn-train"), "-m", *ON_SLURM, *JOB, f"hydra.sweep.dir={where}", *overrides]
+def sweep(env, where: Path, *overrides, background=False, launcher="slurm"):
+    command = [str(BIN / "mdn-train"), "-m", f"hydra/launcher={launcher}", *ON_SLURM, *JOB, f"hydra.sweep.dir={where}",
+               *overrides]
     if background:
         return subprocess.Popen(command, env=env, cwd=where.parent, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -99,6 +101,12 @@ def running_job(env, where: Path, epochs_done: int = 1, timeout: float = 120) ->
                 pass  # being written
         time.sleep(0.2)
     raise AssertionError(f"no job of {where} got to epoch {epochs_done}")
+
+
+def steps_at_the_requeue(where: Path, step: str) -> tuple[str, str]:
+    """(where the first attempt stopped, where the next resumed), as the jobs' logs say."""
+    logs = "".join(p.read_text() for p in sorted((where / ".submitit").glob("*/*_log.*")))
+    return re.search(f"stopping at {step}", logs).groups(), re.search(f"resumes? at {step}", logs).groups()
 
 
 def finished(process, timeout=600) -> tuple[int, str]:
@@ -142,6 +150,8 @@ def test_scontrol_requeue_loses_nothing(cluster, alone, tmp_path):
     assert status == 0, err[-2000:]
     assert job_metrics(tmp_path / "sweep") == {0: alone[0]}
     assert "Traceback" not in err
+    stopped, resumed = steps_at_the_requeue(tmp_path / "sweep", "global step (\\d+)")
+    assert stopped == resumed  # the state of the step in flight was saved: no step is taken twice
 
 
 @pytest.mark.parametrize("partition", ["debug", "debug_grace"])
@@ -204,3 +214,54 @@ def test_a_job_dropped_without_a_result_ends_the_sweep(cluster, tmp_path):
     status, err = finished(process, timeout=120)
     assert status == 1 and "Traceback" not in err
     assert f"SLURM job {job} ended" in err and "without a result" in err, err
+
+
+# ---- hydra/launcher=stacked_slurm: each stack one SLURM job ---------------------------------
+
+STACKED = ["hydra.launcher.compile=false", "seed=0,1,2"]
+LONGER = "trainer.max_epochs=40"  # ~30 s a stack of three here: long enough for a time limit's warning
+
+
+@pytest.fixture(scope="module")
+def stacked_here(cluster, tmp_path_factory):
+    """The three seeds' metrics.json as hydra/launcher=stacked leaves them on this machine."""
+    where = tmp_path_factory.mktemp("stacked") / "sweep"
+    subprocess.run([str(BIN / "mdn-train"), "-m", "hydra/launcher=stacked", *JOB, *STACKED, LONGER,
+                    f"hydra.sweep.dir={where}"], check=True, capture_output=True, cwd=where.parent)
+    return job_metrics(where)
+
+
+def stacked_sweep(env, where: Path, *overrides, background=False):
+    return sweep(env, where, *STACKED, LONGER, *overrides, background=background, launcher="stacked_slurm")
+
+
+def test_a_requeued_stack_resumes_at_the_step_it_stopped(cluster, stacked_here, tmp_path):
+    """Three seeds, one stack, one SLURM job, requeued mid-run: the stack saves its state after
+    the step in flight, the next attempt resumes there, and every model's metrics.json is the
+    one the stacked launcher leaves on this machine."""
+    process = stacked_sweep(cluster, tmp_path / "sweep", background=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "sweep" / ".stacks").glob("*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the stack's first epoch is saved: it is training
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], env=cluster, capture_output=True, text=True, check=True)
+    [job] = out.stdout.split()
+    subprocess.run(["scontrol", "requeue", job], env=cluster, check=True)
+    status, err = finished(process)
+    assert status == 0, err[-2000:]
+    assert "Traceback" not in err
+    assert job_metrics(tmp_path / "sweep") == stacked_here
+    stopped, resumed = steps_at_the_requeue(tmp_path / "sweep", "epoch (\\d+), step (\\d+)")
+    assert stopped == resumed
+    assert not list((tmp_path / "sweep" / ".stacks").glob("*.pt"))
+
+
+def test_a_stack_reaching_its_time_limit_resumes(cluster, stacked_here, tmp_path):
+    """USR2 40 s before a one-minute limit: the stack saves its state and submitit requeues
+    its job (StackTask.checkpoint); the next attempt resumes and finishes."""
+    done = stacked_sweep(cluster, tmp_path / "sweep", "hydra.launcher.timeout_min=1",
+                         "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    [log] = (tmp_path / "sweep" / ".submitit").glob("*/*_0_log.err")
+    assert "timed-out" in log.read_text()
+    assert job_metrics(tmp_path / "sweep") == stacked_here

@@ -43,27 +43,20 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mdnlab.training import stacks
+        return self.launch_numbered(list(enumerate(job_overrides, start=initial_job_idx)))
 
+    def launch_numbered(self, numbered: Sequence[tuple[int, Sequence[str]]]) -> list[JobReturn]:
+        """Jobs given as (job number, overrides): the stacks of ``plan``, then the jobs alone."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        configs = []
-        composed = _SweepConfigs(self.hydra_context.config_loader, self.config)
-        for index, overrides in enumerate(job_overrides, start=initial_job_idx):
-            config = composed.load(list(overrides))
-            with open_dict(config):
-                config.hydra.job.id = f"{config.hydra.job.name}_{index}"
-                config.hydra.job.num = index
-            _set_output_dir(config)
-            configs.append(config)
-        trains = getattr(self.task_function, "mdnlab_stackable", False)  # mdn-train's task
-        groups = stacks.plan(configs) if trains else [[i] for i in range(len(configs))]
+        configs = self.compose(numbered)
+        groups = self.plan(configs)
         log.info(f"Launching {len(configs)} jobs: {sum(len(g) > 1 for g in groups)} stacks, "
                  f"{sum(len(g) == 1 for g in groups)} alone")
         results: list[JobReturn | None] = [None] * len(configs)
         for group in groups:
-            if len(group) == 1 and (not trains or stacks.why_not_stackable(configs[group[0]]) is not None):
+            if len(group) == 1 and not self.stackable(configs[group[0]]):
                 config = configs[group[0]]
                 log.info(f"\t#{config.hydra.job.num} : {' '.join(filter_overrides(config.hydra.overrides.task))}")
                 results[group[0]] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
@@ -74,6 +67,35 @@ class StackedLauncher(Launcher):
                     results[index] = ret
         HydraConfig.instance().set_config(self.config)
         return results
+
+    def compose(self, numbered: Sequence[tuple[int, Sequence[str]]]) -> list[DictConfig]:
+        """Each job's config, with its number, id and output directory set as run_job sets them."""
+        configs = []
+        composed = _SweepConfigs(self.hydra_context.config_loader, self.config)
+        for index, overrides in numbered:
+            config = composed.load(list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = f"{config.hydra.job.name}_{index}"
+                config.hydra.job.num = index
+            _set_output_dir(config)
+            configs.append(config)
+        return configs
+
+    def plan(self, configs: list[DictConfig]) -> list[list[int]]:
+        """Job positions grouped into stacks (``training.stacks.plan``) of at most
+        ``max_models``; a job that cannot stack is a group of its own."""
+        from mdnlab.training import stacks
+
+        if not getattr(self.task_function, "mdnlab_stackable", False):  # not mdn-train's task
+            return [[i] for i in range(len(configs))]
+        return [group[start:start + self.max_models] for group in stacks.plan(configs)
+                for start in range(0, len(group), self.max_models)]
+
+    def stackable(self, config: DictConfig) -> bool:
+        from mdnlab.training import stacks
+
+        trains = getattr(self.task_function, "mdnlab_stackable", False)
+        return trains and stacks.why_not_stackable(config) is None
 
     def _launch_stack(self, configs: list[DictConfig]) -> list[JobReturn]:
         from mdnlab.training import stacks
