@@ -54,6 +54,12 @@ uci: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
+# 32 default-recipe models as 32 SLURM jobs and as one stacked_slurm job, on a one-node SLURM
+# cluster the script starts and stops (root and Debian's SLURM packages, as make test-cluster)
+.PHONY: bench-cluster
+bench-cluster: $(STAMP)
+	$(BIN)/python scripts/bench_cluster.py $(ARGS)
+
 compare: $(STAMP)
 	$(BIN)/python scripts/compare.py $(ARGS)
 

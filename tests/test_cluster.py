@@ -216,6 +216,20 @@ def test_a_job_dropped_without_a_result_ends_the_sweep(cluster, tmp_path):
     assert f"SLURM job {job} ended" in err and "without a result" in err, err
 
 
+def test_ddp_as_two_srun_tasks_equals_ddp_cpu_here(cluster, tmp_path):
+    """trainer=ddp on CPUs with two tasks: srun starts the ranks (Lightning's SLURM environment),
+    as on a GPU cluster; the metrics are those of trainer=ddp_cpu (two spawned ranks) here."""
+    done = sweep(cluster, tmp_path / "sweep", "seed=0", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "hydra.launcher.cpus_per_task=1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    [rank_1] = (tmp_path / "sweep" / ".submitit").glob("*/*_1_log.out")
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank_1.read_text()
+    subprocess.run([str(BIN / "mdn-train"), *JOB, "seed=0", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'here'}"],
+                   check=True, capture_output=True, cwd=tmp_path)
+    [metrics] = job_metrics(tmp_path / "sweep").values()
+    assert json.loads(metrics)["metrics"] == json.loads((tmp_path / "here" / "metrics.json").read_bytes())["metrics"]
+
+
 # ---- hydra/launcher=stacked_slurm: each stack one SLURM job ---------------------------------
 
 STACKED = ["hydra.launcher.compile=false", "seed=0,1,2"]

@@ -73,6 +73,7 @@ def test_ddp_cpu_matches_one_process_and_runs_inside_a_multirun(tmp_path):
     # two equal shards, gradients averaged: the same full-batch step up to float rounding
     assert ddp["test/nll"] == pytest.approx(one["test/nll"], abs=1e-3)
     assert ddp["val/best_nll"] == pytest.approx(one["val/best_nll"], abs=1e-3)
+    assert ddp["train/steps"] == one["train/steps"] > 0  # counted, though the spawned ranks did the steps
     assert not (tmp_path / "train" / "runs").exists()  # ranks made no directories of their own
 
 

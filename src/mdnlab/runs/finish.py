@@ -33,7 +33,15 @@ class Fit:
         best = getattr(checkpoint, "best_model_score", None) if checkpoint else None
         if best is None:
             best = trainer.callback_metrics.get(f"val/{metric}")
-        return cls(list(trainer.loggers), trainer.global_step, trainer.current_epoch, seconds,
+        steps, epochs = trainer.global_step, trainer.current_epoch
+        last = Path(str(trainer.default_root_dir)) / "checkpoints" / "last.ckpt"
+        if steps == 0 and trainer.world_size > 1 and last.is_file():
+            # spawned ranks (trainer=ddp_cpu) hand back weights and metrics, not the loop's counters
+            from mdnlab import checkpoint as checkpoints
+
+            saved = checkpoints.read(last)
+            steps, epochs = int(saved["global_step"]), int(saved["epoch"]) + 1
+        return cls(list(trainer.loggers), steps, epochs, seconds,
                    getattr(checkpoint, "best_model_path", "") if checkpoint else "",
                    float(best) if best is not None else None)
 
