@@ -151,10 +151,13 @@ def test_a_killed_stack_resumes_from_its_last_epoch(whole_stack, tmp_path, monke
         _stack(tmp_path, "sweep", monkeypatch, capsys)
     assert writes == [1, 2, 3]
     monkeypatch.setattr(stack_state, "write", write)
+    damaged = tmp_path / "sweep" / stack_state.FOLDER / "damaged.pt"
+    damaged.write_bytes(b"not a saved stack")  # ignored, not a traceback
     starts = _resumed_at(monkeypatch)
     status, err = _stack(tmp_path, "sweep", monkeypatch, capsys)
     assert status == 0, err
     assert starts == [(3, 0)]
+    assert list((tmp_path / "sweep" / stack_state.FOLDER).iterdir()) == [damaged]  # the stack's own file is gone
     assert _job_metrics(tmp_path / "sweep") == whole_stack
 
 

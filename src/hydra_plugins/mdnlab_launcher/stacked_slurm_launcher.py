@@ -48,8 +48,22 @@ class StackedSlurmLauncher(MdnlabSlurmLauncher):
         self.stacked.setup(**kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra.core.hydra_config import HydraConfig
+
+        from mdnlab.cli.entry import JobFailed
+        from mdnlab.errors import ConfigError
+
         numbered = list(enumerate(job_overrides, start=initial_job_idx))
-        groups = self.stacked.plan(self.stacked.compose(numbered))
+        configs = self.stacked.compose(numbered)
+        groups = self.stacked.plan(configs)
+        HydraConfig.instance().set_config(self.config)  # planning set each job's; the jobs get the sweep's
+        for config in configs:
+            trainer = config.trainer
+            devices, nodes = trainer.get("devices"), trainer.get("num_nodes")
+            if int(devices or 1) > 1 or int(nodes or 1) > 1:  # one line (Hydra prints no traceback for JobFailed)
+                raise JobFailed("error: " + str(ConfigError(
+                    "hydra/launcher", "stacked_slurm", f"jobs on one device each (a job here has trainer.devices="
+                    f"{devices}, trainer.num_nodes={nodes}); run multi-device jobs with hydra/launcher=slurm")))
         log.info(f"{len(job_overrides)} jobs as {len(groups)} SLURM jobs: "
                  f"{sum(len(g) > 1 for g in groups)} stacks (at most {self.stacked.max_models} models), "
                  f"{sum(len(g) == 1 for g in groups)} alone")

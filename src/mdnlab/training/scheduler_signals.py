@@ -71,10 +71,15 @@ class SignalWatch:
         self.restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         self.leaving: str | None = None
         self.warned: tuple | None = None  # (submitit's handler, signal) to run at the next boundary
+        self.installed = False
 
     def install(self) -> None:
         """Wrap the SIGTERM handler (Lightning's, in a Trainer) and submitit's warning-signal
-        handler; outside a SLURM job a SIGTERM still goes to the handler there was."""
+        handler, once (later stacks of the same job keep the first wrapping); outside a SLURM
+        job a SIGTERM still goes to the handler there was."""
+        if self.installed:
+            return
+        self.installed = True
         previous = signal.getsignal(signal.SIGTERM)
         warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
         submitit_handler = signal.getsignal(warning)
@@ -97,16 +102,19 @@ class SignalWatch:
         return bool(self.warned or self.leaving)
 
     def leave(self, where: str, saved: str) -> None:
-        """End this attempt: without a result when SLURM requeues the job (or it was stopped),
-        else through submitit's handler, which requeues it for its time limit."""
+        """End this attempt: without a result when SLURM requeues the job (or it was stopped, or
+        another DDP rank was signalled), else through submitit's handler, which requeues it for
+        its time limit."""
         if self.warned and not self.leaving:
             self.leaving = requeue_reason(self.job_id, self.restarts) if self.job_id else None
-        if self.leaving:
-            log.warning(f"SLURM job {self.job_id} {self.leaving}: stopping at {where} without a result; "
-                        f"the next attempt resumes from {saved}")
+        if self.leaving or not self.warned:
+            log.warning(f"SLURM job {self.job_id} {self.leaving or 'signalled'}: stopping at {where} without a "
+                        f"result; the next attempt resumes from {saved}")
             raise SystemExit(0)
         from submitit.core.utils import UncompletedJobError
 
+        log.warning(f"SLURM job {self.job_id} is near its time limit: stopping at {where}; submitit requeues it "
+                    f"and the next attempt resumes from {saved}")
         handler, signum = self.warned
         try:
             handler(signum, None)
@@ -128,16 +136,15 @@ class SlurmRequeue(Callback):
         self.watch.install()
 
     def on_step_boundary(self, trainer, pl_module) -> None:
-        if self.watch.pending:
-            self.watch.leave(f"global step {trainer.global_step}", self._save(trainer))
+        if trainer.world_size == 1 and self.watch.pending:
+            saved = "the last epoch's checkpoint"
+            if self.last_checkpoint is not None:
+                trainer.save_checkpoint(self.last_checkpoint)  # the whole state, atomically
+                saved = f"the state saved at that step ({self.last_checkpoint})"
+            self.watch.leave(f"global step {trainer.global_step}", saved)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.world_size > 1 and self.watch.pending:
+        """Ranks of one DDP run see a signal at different steps: they agree at each epoch's
+        start (one collective an epoch) and all leave there, from the last epoch's checkpoint."""
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self.watch.pending, all=False):
             self.watch.leave(f"epoch {trainer.current_epoch}", "the last epoch's checkpoint")
-
-    def _save(self, trainer) -> str:
-        """The whole training state, between two steps, as the run's last.ckpt (atomically)."""
-        if self.last_checkpoint is None or trainer.world_size > 1:
-            return "the last epoch's checkpoint"
-        trainer.save_checkpoint(self.last_checkpoint)
-        return f"the state saved at that step ({self.last_checkpoint})"

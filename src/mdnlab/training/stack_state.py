@@ -57,9 +57,9 @@ def partition(run_dirs: list[Path], fingerprints: list[str]) -> list[tuple[list[
     folder = Path(wanted[0]).parent / FOLDER
     left = set(range(len(wanted)))
     groups: list[tuple[list[int], Path | None, dict | None]] = []
-    files = list(folder.glob("*.pt")) if folder.is_dir() else []
     # newest first: a stack split after it saved holds newer states than the one it resumed from
-    for candidate in sorted(files, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+    for candidate in sorted(_saved(folder), key=lambda pair: pair[0], reverse=True):
+        candidate = candidate[1]
         state = _read(candidate)
         if state is None:
             continue
@@ -79,12 +79,33 @@ def positions(state: dict, run_dirs: list[Path]) -> list[int]:
     return [where[str(Path(d).resolve())] for d in run_dirs]
 
 
+KEYS = {"format", "epoch", "step", "epoch_losses", "run_dirs", "fingerprints", "parameters", "moments", "adam_step",
+        "best", "jobs"}
+
+
+def _saved(folder: Path) -> list[tuple[int, Path]]:
+    """(modification time, file) of the saved stacks in a folder (other stacks' jobs may remove
+    theirs meanwhile)."""
+    found = []
+    for path in folder.glob("*.pt") if folder.is_dir() else []:
+        try:
+            found.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _read(path: Path) -> dict[str, Any] | None:
+    """A saved stack's state, or None for a file that is unreadable, damaged or of another
+    format (its stack then starts at step 0)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable or foreign file is not a stack's state
         return None
-    return state if isinstance(state, dict) and state.get("format") == 1 else None
+    if not (isinstance(state, dict) and state.get("format") == 1 and KEYS <= set(state)
+            and len(state["run_dirs"]) == len(state["fingerprints"]) == len(state["jobs"])):
+        return None
+    return state
 
 
 def of(fit, epoch: int, step: int, epoch_losses: Tensor | None) -> dict[str, Any]:
@@ -134,12 +155,16 @@ def members(models: list[int], n_members: int) -> Tensor:
     return torch.tensor([m * n_members + k for m in models for k in range(n_members)])
 
 
-def forget(path: Path | None, finished: list[Path]) -> None:
-    """Remove a stack's file once every model it holds is among the finished runs (their run
-    directories now hold their results); one that holds others stays for them."""
+def forget(path: Path | None, done: list[Path]) -> None:
+    """Remove a stack's file once every run it holds is done (among ``done``, or its directory
+    holds its metrics.json or error.txt); one that holds unfinished runs stays for them."""
     if path is None or not path.is_file():
         return
     state = _read(path)
-    done = {str(Path(d).resolve()) for d in finished}
-    if state is None or set(state["run_dirs"]) <= done:
+    done_here = {str(Path(d).resolve()) for d in done}
+    if state is None or all(d in done_here or _finished(Path(d)) for d in state["run_dirs"]):
         path.unlink(missing_ok=True)
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").is_file() or (run_dir / "error.txt").is_file()

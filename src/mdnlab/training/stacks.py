@@ -155,31 +155,51 @@ def _train(stack: list[Job], places: list[int], results: list, device: torch.dev
     the whole stack saved), down to one model, which then fails alone in one line."""
     path = stack_state.path_for([job.run_dir for job in stack])
     resume = (state, stack_state.positions(state, [job.run_dir for job in stack])) if state else None
+    seconds, short_of_memory = 0.0, None
     try:
         seconds = StackedFit(stack, device, compile, path, resume, watch).run()
+    except OSError as error:  # the state or checkpoints could not be written: one line for each model
+        for place in places:
+            results[place] = OSError(f"could not write {error.filename or 'a file'}: {error.strerror or error}")
+        return
     except Exception as error:  # noqa: BLE001 - narrowed just below
         if not is_out_of_memory(error):
             raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        if len(stack) == 1:
-            results[places[0]] = MemoryError(f"out of {device.type.upper()} memory training this model alone "
-                                             f"({str(error).splitlines()[0][:120]}): {_sizes(stack[0])}")
-            return
-        half = len(stack) // 2
-        say(f"stacked: {len(stack)} models do not fit in {device.type.upper()} memory; training them as two "
-            f"stacks of {half} and {len(stack) - half}")
-        for part in (slice(0, half), slice(half, None)):
-            # the newest state of these models: what the whole stack saved, else what it resumed from
-            [(_, saved_part, state_part)] = stack_state.partition(
-                [j.run_dir for j in stack[part]], [stack_state.fingerprint(j.cfg) for j in stack[part]])
-            _train(stack[part], places[part], results, device, compile, watch, saved_part, state_part)
+        short_of_memory = str(error).splitlines()[0][:120]
+    if short_of_memory is not None:
+        _split(stack, places, results, device, compile, watch, short_of_memory)  # the failed stack freed first
     else:
         for job, place in zip(stack, places):
             results[place] = _finish(job, seconds)
-    finished = [job.run_dir for job in stack]
-    stack_state.forget(path, finished)
-    stack_state.forget(saved, finished)
+            if watch is not None and watch.pending:  # a signal while finishing: the rest resume finished
+                watch.leave(f"finishing {job.run_dir.name}", str(path))
+    done = [job.run_dir for job in stack]  # each with its outcome now, failures included
+    stack_state.forget(path, done)
+    stack_state.forget(saved, done)
+
+
+def _split(stack: list[Job], places: list[int], results: list, device: torch.device, compile: bool,
+           watch: SignalWatch | None, why: str) -> None:
+    """A stack that ran out of memory, as two stacks of half its models, each from the newest
+    state of its models (what the whole stack saved, else what it resumed from)."""
+    import gc
+
+    gc.collect()  # the failed stack's tensors, before its halves allocate theirs
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if len(stack) == 1:
+        results[places[0]] = MemoryError(f"out of {device.type.upper()} memory training this model alone "
+                                         f"({why}): {_sizes(stack[0])}")
+        return
+    half = len(stack) // 2
+    say(f"stacked: {len(stack)} models do not fit in {device.type.upper()} memory; training them as two "
+        f"stacks of {half} and {len(stack) - half}")
+    for part in (slice(0, half), slice(half, None)):
+        jobs, where = stack[part], places[part]
+        groups = stack_state.partition([j.run_dir for j in jobs], [stack_state.fingerprint(j.cfg) for j in jobs])
+        for members, saved, state in groups:
+            _train([jobs[i] for i in members], [where[i] for i in members], results, device, compile, watch,
+                   saved, state)
 
 
 def _sizes(job: Job) -> str:
