@@ -21,7 +21,8 @@ logs/train/runs/ (or $MDNLAB_LOG_DIR).
                                                     the fastest sweep: jobs that differ in seeds,
                                                     noise, lr or length train as one network
   mdn-train -m hydra/launcher=parallel ...          jobs side by side on this machine's cores
-  mdn-train -m hydra/launcher=slurm ...             jobs on a SLURM cluster (submitit)
+  mdn-train -m hydra/launcher=slurm ...             jobs on a SLURM cluster (submitit), one a job
+  mdn-train -m hydra/launcher=stacked_slurm ...     stacks as SLURM jobs: many models a job
   mdn-train -m ... hydra.sweep.dir=<sweep dir>      finish a killed sweep: the same command again
   mdn-train --config-dir my_configs experiment=mine your own experiment YAML beside ours
 
