@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ def sweep(env: dict, where: Path, launcher: str, jobs: int, steps: int, cpus: in
 
 def test_nlls(where: Path) -> dict[int, float]:
     out = {}
-    for path in where.glob("*/metrics.json"):
+    for path in where.glob("*/run.json"):
         record = json.loads(path.read_text())
         out[int(record["config"]["seed"])] = record["metrics"]["test/nll"]
     return out
@@ -63,9 +64,11 @@ def main() -> None:
         walls = {}
         for launcher, cpus in (("slurm", 1), ("stacked_slurm", args.cpus)):
             walls[launcher] = sweep(env, folder / launcher, launcher, args.jobs, args.steps, cpus)
+            print(f"{launcher}: {walls[launcher]:.1f} s", file=sys.stderr, flush=True)
         alone, stacked = test_nlls(folder / "slurm"), test_nlls(folder / "stacked_slurm")
     finally:
         subprocess.run(["bash", str(REPO / "scripts/slurm_cluster.sh"), "stop", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
     gap = max(abs(alone[s] - stacked[s]) for s in alone)
     print(f"{args.jobs} default-recipe models of {args.steps} steps on a one-node SLURM cluster "
           f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), command start to all finished:\n")
