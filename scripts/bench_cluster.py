@@ -11,7 +11,6 @@ other, and the stacked jobs' test NLLs are compared with the one-job-a-model one
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_stacked import nlls_by_seed  # scripts/ is on the path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,14 +38,6 @@ def sweep(env: dict, where: Path, launcher: str, jobs: int, steps: int, cpus: in
     if done.returncode != 0:
         raise SystemExit(f"{launcher} sweep failed ({done.returncode}): {done.stderr[-2000:]}")
     return seconds
-
-
-def test_nlls(where: Path) -> dict[int, float]:
-    out = {}
-    for path in where.glob("*/run.json"):
-        record = json.loads(path.read_text())
-        out[int(record["config"]["seed"])] = record["metrics"]["test/nll"]
-    return out
 
 
 def main() -> None:
@@ -65,7 +58,7 @@ def main() -> None:
         for launcher, cpus in (("slurm", 1), ("stacked_slurm", args.cpus)):
             walls[launcher] = sweep(env, folder / launcher, launcher, args.jobs, args.steps, cpus)
             print(f"{launcher}: {walls[launcher]:.1f} s", file=sys.stderr, flush=True)
-        alone, stacked = test_nlls(folder / "slurm"), test_nlls(folder / "stacked_slurm")
+        alone, stacked = (nlls_by_seed(folder / launcher, "*/run.json") for launcher in ("slurm", "stacked_slurm"))
     finally:
         subprocess.run(["bash", str(REPO / "scripts/slurm_cluster.sh"), "stop", str(folder)], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

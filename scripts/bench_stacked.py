@@ -177,9 +177,10 @@ def _run(args: list[str], log_dir: Path, extra=()) -> float:
     return time.perf_counter() - start
 
 
-def _test_nlls(log_dir: Path) -> dict[int, float]:
+def nlls_by_seed(log_dir: Path, runs: str = "train/multiruns/*/*/run.json") -> dict[int, float]:
+    """Each run's test NLL by its seed, from the run.json files ``runs`` matches under ``log_dir``."""
     nlls = {}
-    for record in log_dir.glob("train/multiruns/*/*/run.json"):
+    for record in log_dir.glob(runs):
         data = json.loads(record.read_text())
         nlls[int(data["config"]["seed"])] = data["metrics"]["test/nll"]
     return nlls
@@ -197,7 +198,7 @@ def sweep_walls(seeds: int, launchers: list[str], extra=()) -> dict:
             log_dir = Path(tmp) / launcher
             out[f"{launcher}_s"] = _run(["-m", f"hydra/launcher={launcher}", f"seed=range({seeds})"], log_dir,
                                         extra if launcher == "stacked" else plain)
-            nlls[launcher] = _test_nlls(log_dir)
+            nlls[launcher] = nlls_by_seed(log_dir)
             print(f"  {seeds} seeds, {launcher}: {out[f'{launcher}_s']:.1f} s", flush=True)
         if "basic" in nlls and "stacked" in nlls:
             out["max_test_nll_difference"] = max(abs(nlls["basic"][s] - nlls["stacked"][s]) for s in nlls["basic"])
