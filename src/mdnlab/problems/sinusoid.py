@@ -124,17 +124,28 @@ class Sinusoid:
 
     def _posterior(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(log Z(y) (n, 1), E[x | y] (n,), Var[x | y] (n,)) by Simpson quadrature over x,
-        chunked so memory stays at 1024 × G doubles."""
+        chunked so memory stays at 1024 × G doubles.
+
+        log N(y; f(x_g), s²) + log w_g = y·f_g/s² + (log w_g − f_g²/2s²) − y²/2s² − log(s√2π):
+        the first two terms are one rank-1 product plus a row for all (y, x_g), and the rest is
+        constant along x, so it joins log Z only. Written this way (one ``addmm``, one ``exp``,
+        the three moments as one product) it is ~4× faster than evaluating the normal density
+        on the grid, and the oracle is otherwise most of a run's test scoring.
+        """
         x, log_w = self._quadrature()
+        f, variance = self.f(x), self.noise_std**2
+        slope, offset = f / variance, log_w - 0.5 * f * f / variance
+        powers = torch.cat([torch.ones_like(x), x, x * x]).T  # (G, 3): Σ w p, Σ w p x, Σ w p x²
         log_z, means, variances = [], [], []
         for chunk in y.split(1024):
-            log_post = _normal_log_pdf(chunk, self.f(x), self.noise_std) + log_w
-            z = torch.logsumexp(log_post, -1, keepdim=True)
-            post = torch.exp(log_post - z)
-            m = (post * x).sum(-1)
-            log_z.append(z)
-            means.append(m)
-            variances.append((post * (x - m.unsqueeze(-1)) ** 2).sum(-1))
+            weights = torch.addmm(offset, chunk, slope)
+            top = weights.amax(-1, keepdim=True)
+            s0, s1, s2 = (weights.sub_(top).exp_() @ powers).unbind(-1)
+            mean = s1 / s0
+            constant = -0.5 * chunk * chunk / variance - math.log(self.noise_std * math.sqrt(2 * math.pi))
+            log_z.append(top + torch.log(s0).unsqueeze(-1) + constant)
+            means.append(mean)
+            variances.append(s2 / s0 - mean * mean)
         if not log_z:
             return y.new_zeros(0, 1), y.new_zeros(0), y.new_zeros(0)
         return torch.cat(log_z), torch.cat(means), torch.cat(variances)
