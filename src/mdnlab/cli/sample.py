@@ -34,6 +34,9 @@ def sample_checkpoint(cfg: DictConfig) -> list[Path]:
             or not cfg.temperature > 0:
         raise ConfigError("temperature", cfg.temperature, "a number > 0")
     model, datamodule = checkpoint.load(cfg.ckpt_path)
+    if cfg.temperature != 1 and not hasattr(model, "predictive_mixture"):
+        raise ConfigError("temperature", cfg.temperature, "1 for a model that is not a mixture (it tempers "
+                          "the choice of component)")
     inputs = parse_inputs(cfg.inputs, model.input_mean.numel())
     per_draw = 8 * 4 * model.target_dim  # float64 draws, and their copies on the way to a file
     fits_in_memory("n_samples", cfg.n_samples, len(inputs) * cfg.n_samples * per_draw, len(inputs) * per_draw)
@@ -75,9 +78,9 @@ def write_npz(summary: dict[str, torch.Tensor], path: Path) -> Path:
 def write_csv(summary: dict[str, torch.Tensor], directory: Path) -> list[Path]:
     """summary.csv (a row per input), samples.csv (a row per draw), density.csv (a row per grid
     point and target). With one input or one target, its columns carry no index suffix."""
-    n, k = summary["pi"].shape
-    one_target = "density" in summary
-    d = 1 if one_target else summary["mu"].shape[-1]
+    n = len(summary["mean"])
+    one_target = summary["mean"].dim() == 1
+    d = 1 if one_target else summary["mean"].shape[-1]
     inputs = summary["inputs"].reshape(n, -1)
     in_cols = ["input"] if inputs.shape[1] == 1 else [f"input_{i}" for i in range(inputs.shape[1])]
 
@@ -89,23 +92,27 @@ def write_csv(summary: dict[str, torch.Tensor], directory: Path) -> list[Path]:
         return [name + "".join(f"_{j}" for j in i) for i in index]
 
     columns = lambda key: summary[key].reshape(n, -1)  # noqa: E731
-    scale = summary["sigma"] if one_target else summary["scale"]
-    scale_name = "sigma" if scale[0, 0].numel() == d else "scale_tril"  # D σ's or a D×D factor
-    header = (in_cols + cols("mean", d) + cols("std", d) + cols("most_probable_mode", d)
-              + [f"pi_{c}" for c in range(k)] + cols("mu", k, d) + cols(scale_name, k, scale[0, 0].numel()))
-    body = torch.cat([inputs, columns("mean"), columns("std"), columns("most_probable_mode"),
-                      columns("pi"), columns("mu"), scale.reshape(n, -1)], 1).tolist()
+    header = in_cols + cols("mean", d) + cols("std", d) + cols("most_probable_mode", d)
+    body = [inputs, columns("mean"), columns("std"), columns("most_probable_mode")]
+    if "pi" in summary:  # a mixture: its parameters too
+        k = summary["pi"].shape[1]
+        scale = summary["sigma"] if one_target else summary["scale"]
+        scale_name = "sigma" if scale[0, 0].numel() == d else "scale_tril"  # D σ's or a D×D factor
+        header += [f"pi_{c}" for c in range(k)] + cols("mu", k, d) + cols(scale_name, k, scale[0, 0].numel())
+        body += [columns("pi"), columns("mu"), scale.reshape(n, -1)]
     draws = summary["samples"].reshape(n, -1, d)
     samples = [[*inputs[r].tolist(), *draw] for r in range(n) for draw in draws[r].tolist()]
+    tables = {"summary.csv": (header, torch.cat(body, 1).tolist()),
+              "samples.csv": (in_cols + cols("sample", d), samples)}
+    if "density" not in summary and "marginal_density" not in summary:
+        return _write_tables(tables, directory)
     grid = summary["grid"].reshape(-1, d)
     density = (summary["density"] if one_target else summary["marginal_density"]).reshape(n, d, -1)
     density_rows = [[*inputs[r].tolist(), *([] if one_target else [j]), t, p]
                     for r in range(n) for j in range(d)
                     for t, p in zip(grid[:, j].tolist(), density[r, j].tolist())]
     density_cols = ["target", "density"] if one_target else ["target_index", "target", "marginal_density"]
-    return _write_tables({"summary.csv": (header, body),
-                          "samples.csv": (in_cols + cols("sample", d), samples),
-                          "density.csv": (in_cols + density_cols, density_rows)}, directory)
+    return _write_tables({**tables, "density.csv": (in_cols + density_cols, density_rows)}, directory)
 
 
 def _write_tables(rows: dict[str, tuple[list, list]], directory: Path) -> list[Path]:

@@ -2,8 +2,9 @@
 has one. One code path for the end of training and ``mdn-eval``, for one target and for D.
 
 Nothing here imports Lightning, the models or the command-line tools: a model is anything with
-``predictive_mixture(inputs) -> Mixture``, a datamodule anything with ``raw`` splits and a
-``problem``.
+``predictive_mixture(inputs) -> Mixture`` (the closed forms) or else with
+``predictive_distribution(inputs) -> torch.distributions.Distribution`` (``sampled``: from
+``log_prob`` and draws), a datamodule anything with ``raw`` splits and a ``problem``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mdnlab.eval.sampled import distribution_metrics
+from mdnlab.eval.scores import NLL_MISS_THRESHOLD, calibration, point_errors
 from mdnlab.mixtures import Mixture, map_rows, mixture
 
-NLL_MISS_THRESHOLD = 6.0  # nats; a held-out point above this is (nearly always) a missed mode
 ENERGY_SCORE_DRAWS = 200  # Monte-Carlo draws per point for the energy score (several targets)
 
 
@@ -63,29 +65,9 @@ def marginal_metrics(m: Mixture, t: Tensor) -> dict[str, float]:
     pit = mixture.cdf(*m, t)
     return {
         "crps": map_rows(lambda c, tt: mixture.crps(*c, tt), m, t, per_row=m.logits.shape[-1] ** 2).mean().item(),
-        "pit_ks": pit_ks_statistic(pit),
-        "coverage_50": ((pit >= 0.25) & (pit <= 0.75)).double().mean().item(),
-        "coverage_90": ((pit >= 0.05) & (pit <= 0.95)).double().mean().item(),
+        **calibration(pit),
         "min_sigma": m.scale.min().item(),
     }
-
-
-def point_errors(points: dict[str, Tensor], t: Tensor) -> dict[str, float]:
-    """Errors of the mixture mean (MSE, MAE), the most probable mode (MSE, MAE) and the top
-    component's μ (MAE), averaged over points and targets."""
-    return {"mse": (points["mean"] - t).square().mean().item(),
-            "mae": (points["mean"] - t).abs().mean().item(),
-            "mse_mode": (points["mode"] - t).square().mean().item(),
-            "mae_mode": (points["mode"] - t).abs().mean().item(),
-            "mae_top_component": (points["top_component"] - t).abs().mean().item()}
-
-
-def pit_ks_statistic(pit: Tensor) -> float:
-    """Kolmogorov–Smirnov distance between the PIT values and U(0, 1): 0 for perfect calibration."""
-    u, _ = pit.reshape(-1).sort()
-    n = u.numel()
-    i = torch.arange(1, n + 1, dtype=u.dtype)
-    return torch.maximum(i / n - u, u - (i - 1) / n).max().item()
 
 
 def _energy_score(m: Mixture, t: Tensor, generator: torch.Generator) -> float:
@@ -111,9 +93,13 @@ def evaluate(model, datamodule, split: str = "test") -> dict[str, float]:
     """All metrics of ``model`` on ``split``, named ``<split>/<metric>``."""
     datamodule.prepare_splits()
     inputs, targets = datamodule.raw[split]
-    m = predict(model, inputs)
-    points = m.point_predictions()  # mean-shift once, for the metrics and the task error
-    metrics = mixture_metrics(m, targets, points)
+    if hasattr(model, "predictive_mixture"):
+        m = predict(model, inputs)
+        points = m.point_predictions()  # mean-shift once, for the metrics and the task error
+        metrics = mixture_metrics(m, targets, points)
+    else:  # another family: from its log_prob and its draws
+        with torch.no_grad():
+            metrics, points = distribution_metrics(model.eval().predictive_distribution, inputs, targets)
     problem = datamodule.problem
     if problem.has_oracle:
         metrics.update(oracle_metrics(problem, inputs, targets, metrics["nll"]))

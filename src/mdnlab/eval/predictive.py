@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mdnlab.eval.metrics import predict
+from mdnlab.eval.sampled import MODE_CANDIDATES, draws_of
 from mdnlab.mixtures import CHUNK_ELEMENTS
 
 
@@ -22,8 +23,15 @@ def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, tempera
 
     With one target: samples (n, S), mean ... (n,), modes and mu (n, K), ``sigma`` (n, K),
     grid (G,) and ``density`` (n, G); with one input, inputs (n,).
+
+    A model that is not a mixture (a flow) gives no π, μ, σ or modes: its mean and std are those
+    of the draws, its most probable mode the densest of its first draws (``eval.sampled``), and
+    with one target its density on the grid comes from ``log_prob`` (with several, the joint
+    ``log_prob`` gives no marginal, so there is none).
     """
     inputs = inputs.reshape(len(inputs), -1).double()
+    if not hasattr(model, "predictive_mixture"):
+        return _distribution_summary(model, inputs, n_samples, seed, low, high, grid_points)
     m = predict(model, inputs.float()).columns()
     modes = m.modes()
     grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
@@ -45,6 +53,30 @@ def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, tempera
         "marginal_density": torch.stack(densities, 1),
     }
     return _one_target(summary) if m.n_targets == 1 else summary
+
+
+@torch.no_grad()
+def _distribution_summary(model, inputs: Tensor, n_samples: int, seed: int, low: Tensor, high: Tensor,
+                          grid_points: int) -> dict[str, Tensor]:
+    predictive = model.eval().predictive_distribution(inputs.float())
+    draws = draws_of(predictive, n_samples, seed).double().transpose(0, 1)  # (n, S, D)
+    candidates = draws[:, :MODE_CANDIDATES].transpose(0, 1)
+    best = predictive.log_prob(candidates.to(torch.get_default_dtype())).argmax(0)
+    grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
+                        for lo, hi in zip(low, high)], -1)
+    summary = {
+        "inputs": inputs if inputs.shape[1] > 1 else inputs.reshape(-1),
+        "samples": draws,
+        "mean": draws.mean(1),
+        "std": draws.std(1),
+        "most_probable_mode": candidates[best, torch.arange(len(inputs))],
+        "grid": grid,
+    }
+    if draws.shape[-1] > 1:
+        return summary
+    log_density = predictive.log_prob(grid.reshape(-1, 1, 1).to(torch.get_default_dtype()))  # (G, n)
+    summary["density"] = log_density.double().exp().T
+    return {**summary, **{k: summary[k].squeeze(-1) for k in ("samples", "mean", "std", "most_probable_mode", "grid")}}
 
 
 def _draw(m, n_samples: int, generator: torch.Generator, temperature: float) -> Tensor:

@@ -18,28 +18,38 @@ from mdnlab.eval.figures.style import (
     span,
 )
 from mdnlab.eval.metrics import predict
+from mdnlab.eval.sampled import DRAWS, draws_of
 from mdnlab.mixtures import Mixture
 
 
 def draw(model, datamodule, least_squares, seed: int) -> dict[str, Figure]:
-    """The seven figures; ``least_squares`` is [(problem, inputs, targets, fitted model), ...],
-    the training split read in each direction its problem has, with a least-squares fit each."""
+    """The seven figures (five for a family without components: no bands, no π/σ/μ);
+    ``least_squares`` is [(problem, inputs, targets, fitted model), ...], the training split
+    read in each direction its problem has, with a least-squares fit each."""
     problem = datamodule.problem
     labels = (f"input {problem.input_names[0]}", f"target {problem.target_names[0]}")
     train_x, train_t = (t.reshape(-1) for t in datamodule.raw["train"])
-    grid = span(train_x, GRID_POINTS)
-    m = predict(model, grid.reshape(-1, 1).float())
+    grid, targets = span(train_x, GRID_POINTS), span(train_t, 300)
     test_x, test_t = datamodule.raw["test"]
-    pit = predict(model, test_x).cdf(test_t.reshape(-1).double())
-    return {
-        "data": data_figure(train_x, train_t, labels),
-        "mse_fit": least_squares_figure(least_squares),
-        "mdn_bands": bands_figure(grid, m, train_x, train_t, labels),
-        "mixture_parameters": parameters_figure(grid, m, labels),
-        "samples": samples_figure(grid, m, train_x, train_t, labels, seed),
-        "density": density_figure(grid, m, train_t, problem, labels),
-        "pit": pit_figure(pit),
-    }
+    figures = {"data": data_figure(train_x, train_t, labels), "mse_fit": least_squares_figure(least_squares)}
+    if hasattr(model, "predictive_mixture"):
+        m = predict(model, grid.reshape(-1, 1).float())
+        draws = m.sample(1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+        density = m.map(lambda p: p.unsqueeze(1)).log_prob(targets.reshape(1, -1)).exp()  # (inputs, targets)
+        pit = predict(model, test_x).cdf(test_t.reshape(-1).double())
+        figures["mdn_bands"] = bands_figure(grid, m, train_x, train_t, labels)
+        figures["mixture_parameters"] = parameters_figure(grid, m, labels)
+    else:  # any torch Distribution: its draws and its log_prob
+        with torch.no_grad():
+            predictive = model.eval().predictive_distribution(grid.reshape(-1, 1).float())
+            draws = draws_of(predictive, 1, seed).reshape(-1)
+            density = predictive.log_prob(targets.reshape(-1, 1, 1).float()).double().exp().T
+            pit = (draws_of(model.predictive_distribution(test_x.float()), DRAWS, seed).double()
+                   < test_t.reshape(-1, 1).double()).double().mean(0).reshape(-1)
+    figures["samples"] = samples_figure(grid, draws, train_x, train_t, labels)
+    figures["density"] = density_figure(grid, density, targets, problem, labels)
+    figures["pit"] = pit_figure(pit)
+    return figures
 
 
 def data_figure(x: Tensor, t: Tensor, labels: tuple[str, str]) -> Figure:
@@ -95,21 +105,18 @@ def parameters_figure(grid, m: Mixture, labels) -> Figure:
     return fig
 
 
-def samples_figure(grid, m: Mixture, x, t, labels, seed: int) -> Figure:
-    draws = m.sample(1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+def samples_figure(grid, draws: Tensor, x, t, labels) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 6))
     scatter(ax, x, t, alpha=0.2, label="data")
-    ax.scatter(grid, draws, s=6, alpha=0.5, color="tab:red", label="Gumbel-max samples")
-    ax.set(title="Samples from the mixture, one per input", xlabel=labels[0], ylabel=labels[1],
-           ylim=limits(t))
+    ax.scatter(grid, draws, s=6, alpha=0.5, color="tab:red", label="samples")
+    ax.set(title="Samples from the predictive distribution, one per input", xlabel=labels[0],
+           ylabel=labels[1], ylim=limits(t))
     ax.legend(loc="upper left", fontsize=8)
     return fig
 
 
-def density_figure(grid, m: Mixture, t, problem, labels) -> Figure:
-    targets = span(t, 300)
-    per_target = m.map(lambda p: p.unsqueeze(1))  # (inputs, 1, K) against (targets,)
-    model_density = per_target.log_prob(targets.reshape(1, -1)).exp()
+def density_figure(grid, model_density: Tensor, targets: Tensor, problem, labels) -> Figure:
+    """The model's density (inputs, targets) beside the true one, as images."""
     panels = [("model p(target | input)", model_density)]
     if problem.has_oracle:
         panels.append(("true p(target | input)", problem.log_density_grid(grid, targets).exp()))
