@@ -7,6 +7,9 @@ VENV ?= .venv
 #   make train TORCH_SPEC= VENV_FLAGS=--system-site-packages
 TORCH_SPEC ?= torch==2.13.0
 VENV_FLAGS ?=
+# extras installed with the project: dev (tests, launchers); add peers for make uci's NGBoost
+# (on a fresh clone or after `make clean`: make uci EXTRAS=dev,peers)
+EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -17,7 +20,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -2,6 +2,7 @@
 configs/experiment/uci/<set>.yaml (what make uci then trains on every split).
 
     python scripts/uci_search.py --root /path/to/UCI_Datasets --sets yacht concrete
+    python scripts/uci_search.py --root ... --family gaussian   # a peer's: configs/experiment/uci/gaussian/
 
 The protocol of the published numbers: every choice is made inside the training splits. Each
 candidate trains on the first --splits training splits with data.search=true: the test rows are
@@ -23,6 +24,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from uci import RECIPES, REPO, root_and_sets, run_multirun
@@ -34,27 +36,54 @@ sys.path.insert(0, str(REPO / "src"))
 # regularisation that size needs, then the learning rate. The ensemble size is not searched
 # here: make uci trains the single MDN and the ensemble on every split, and the validation
 # NLL of those runs picks which one counts.
+NOISE = ("noise", {"data.input_noise": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "data.target_noise": (0.0, 0.02, 0.05, 0.1)})
+RATE = ("rate", {"model.optimizer.lr": (1e-3, 3e-3, 1e-2), "model.optimizer.weight_decay": (0.0, 1e-4)})
 STAGES = (
     ("size", {"model.hidden_size": (50, 100), "model.n_gaussians": (3, 5), "model.n_hidden_layers": (1, 2)}),
-    ("noise", {"data.input_noise": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "data.target_noise": (0.0, 0.02, 0.05, 0.1)}),
-    ("rate", {"model.optimizer.lr": (1e-3, 3e-3, 1e-2), "model.optimizer.weight_decay": (0.0, 1e-4)}),
+    NOISE, RATE,
 )
 BASE = {"data.input_noise": 0.0, "data.target_noise": 0.0, "model.hidden_size": 50, "model.n_gaussians": 3,
         "model.n_hidden_layers": 1, "model.optimizer.lr": 3e-3, "model.optimizer.weight_decay": 0.0,
         "model.n_members": 1, "data.batch_size": None, "data.passes_per_epoch": 100}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a search searches: its stages, its starting point, the experiment it starts from and
+    where its recipes go (configs/experiment/uci/<folder><set>.yaml)."""
+
+    stages: tuple
+    base: dict
+    experiment: str
+    folder: str
+
+
+# The peers get the MDN's protocol and budget: the same stages over the keys they have. The
+# Gaussian network (a deep ensemble's member, Lakshminarayanan et al. 2017) is the MDN with one
+# component, so its size stage drops n_gaussians; the flow's size stage is its network and its
+# number of spline transforms.
+FAMILIES = {
+    "mdn": Family(STAGES, BASE, "uci", ""),
+    "gaussian": Family(((STAGES[0][0], {k: v for k, v in STAGES[0][1].items() if k != "model.n_gaussians"}),
+                        NOISE, RATE), {**BASE, "model.n_gaussians": 1}, "uci", "gaussian/"),
+    "flow": Family((("size", {"model.hidden_size": (50, 100), "model.transforms": (1, 2),
+                              "model.n_hidden_layers": (1, 2)}), NOISE, RATE),
+                   {k: v for k, v in BASE.items() if k not in ("model.n_gaussians", "model.n_members")}
+                   | {"model.transforms": 1, "model.n_hidden_layers": 2}, "uci_flow", "flow/"),
+}
 # torch.compile costs ~10 s a stack and saves ~40% a step from about 16 networks up (make bench):
 # the search's small stacks (5 splits of one candidate) train eager
 COMPILE_FROM = 40
 MINIBATCH, LARGE = 256, 2000  # rows a step, and the training-split size above which steps use minibatches
 
 
-def base_recipe(n_train: int) -> dict:
+def base_recipe(n_train: int, base: dict = BASE) -> dict:
     """The search's starting point: full batch on small sets; minibatches of 256 on large ones,
     with an epoch (a validation check) about every 100 steps, as on the small sets."""
     if n_train <= LARGE:
-        return dict(BASE)
+        return dict(base)
     fit_rows = int(0.8 * n_train)  # data.search holds out 2 × 10%
-    return {**BASE, "data.batch_size": MINIBATCH, "data.passes_per_epoch": max(1, round(100 * MINIBATCH / fit_rows))}
+    return {**base, "data.batch_size": MINIBATCH, "data.passes_per_epoch": max(1, round(100 * MINIBATCH / fit_rows))}
 
 
 def override(key: str, value) -> str:
@@ -72,16 +101,16 @@ def scores(sweep: Path, keys: list[str], splits: int) -> dict[tuple, float]:
     return {c: statistics.mean(v) if len(v) == splits else math.inf for c, v in per_candidate.items()}
 
 
-def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str], extra: list[str]
-               ) -> tuple[dict, list[str], int]:
+def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str], extra: list[str],
+               family: Family = FAMILIES["mdn"]) -> tuple[dict, list[str], int]:
     from mdnlab.problems import UCISet
 
     uci = UCISet(str(root), name)
     n_train = len(uci.split(0)[0])
     # large sets: fewer splits (their 10% stand-in rows already score with little noise)
     splits = min(splits, uci.n_splits(), 3 if n_train > LARGE else splits)
-    choice, log = base_recipe(n_train), []
-    for index, (stage, grid) in enumerate(STAGES):
+    choice, log = base_recipe(n_train, family.base), []
+    for index, (stage, grid) in enumerate(family.stages):
         if stage not in stages:
             continue
         keys = list(grid)
@@ -95,7 +124,7 @@ def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str],
         seconds = run_multirun(root, name, sweep, ["data.search=true", f"data.split=range({splits})", *fixed, *axes,
                                                    *compile_, *extra],
                                f"search stage {stage}: {math.prod(map(len, grid.values()))} candidates × {splits} "
-                               "splits", experiment="uci")
+                               "splits", experiment=family.experiment)
         table = sorted(scores(sweep, keys, splits).items(), key=lambda item: item[1])
         best, best_nll = table[0]
         if not math.isfinite(best_nll):
@@ -106,7 +135,7 @@ def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str],
     return choice, log, splits
 
 
-def write_recipe(name: str, choice: dict, log: list[str], splits: int, path: Path) -> None:
+def write_recipe(name: str, choice: dict, log: list[str], splits: int, path: Path, experiment: str = "uci") -> None:
     from omegaconf import OmegaConf
 
     nested = OmegaConf.create({"data": {"name": name}})
@@ -118,7 +147,7 @@ def write_recipe(name: str, choice: dict, log: list[str], splits: int, path: Pat
     body = OmegaConf.to_yaml(nested)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# @package _global_\n" + "\n".join(header + [f"#   {line}" for line in log]) +
-                    "\ndefaults:\n  - /experiment/uci\n\n" + body)
+                    f"\ndefaults:\n  - /experiment/{experiment}\n\n" + body)
 
 
 def main() -> None:
@@ -128,18 +157,23 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5, help="training splits each candidate is scored on")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "uci" / "search")
     parser.add_argument("--recipes", type=Path, default=RECIPES, help="where the chosen recipes are written")
+    parser.add_argument("--family", default="mdn", choices=list(FAMILIES),
+                        help="mdn, or a peer: gaussian (the deep ensemble's network), flow")
     parser.add_argument("--stages", nargs="*", default=[s for s, _ in STAGES], choices=[s for s, _ in STAGES],
                         help="stages to run (the others keep the base recipe's values)")
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run (e.g. a shorter test)")
     args = parser.parse_args()
     root, sets = root_and_sets(args)
+    family = FAMILIES[args.family]
     for name in sets:
         start = time.perf_counter()
-        choice, log, splits = search_set(root, name, args.splits, args.out, args.stages, args.overrides)
+        out = args.out / family.folder
+        choice, log, splits = search_set(root, name, args.splits, out, args.stages, args.overrides, family)
         log.append(f"search took {time.perf_counter() - start:.0f} s on {os.cpu_count()} cores")
-        write_recipe(name, choice, log, splits, args.recipes / f"{name}.yaml")
-        (args.out / name / "search.md").write_text("\n".join(log) + "\n")
-        print("\n".join(log), f"-> {args.recipes / f'{name}.yaml'}", sep="\n", flush=True)
+        recipe = args.recipes / f"{family.folder}{name}.yaml"
+        write_recipe(name, choice, log, splits, recipe, family.experiment)
+        (out / name / "search.md").write_text("\n".join(log) + "\n")
+        print("\n".join(log), f"-> {recipe}", sep="\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The UCI benchmark layout (data=uci) and make uci, on a small set the test writes itself."""
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from conftest import REPO
 
 from mdnlab.data import UCIDataModule
 from mdnlab.errors import ConfigError
+from mdnlab.problems import UCISet
 
 
 def write_set(root, name="toy", rows=120, splits=3):
@@ -83,26 +85,81 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     write_set(tmp_path / "root")
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "scripts" / "uci.py"), "--root", str(tmp_path / "root"), "--members", "2",
-               "--splits", "2", "--out", str(out), "trainer.max_epochs=2", "data.passes_per_epoch=10",
-               "hydra.launcher.compile=false"]
+               "--splits", "2", "--peers", "flow", "gaussian", "--out", str(out), "trainer.max_epochs=2",
+               "data.passes_per_epoch=10", "hydra.launcher.compile=false"]
     first = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "epoch 2/2" in first.stdout  # the stacks' progress comes through
     rows = list(csv.DictReader((out / "splits.csv").open()))
-    assert sorted((r["model"], r["split"]) for r in rows) == [("ensemble", "0"), ("ensemble", "1"),
-                                                               ("single", "0"), ("single", "1")]
-    assert all(float(r["rmse"]) > 0 for r in rows)
+    assert sorted((r["model"], r["split"]) for r in rows) == [
+        (model, split) for model in ("ensemble", "flow", "gaussian", "single") for split in ("0", "1")]
+    assert all(float(r["rmse"]) > 0 and float(r["seconds"]) > 0 for r in rows)
     report = (out / "results.md").read_text()
-    line = next(ln for ln in report.splitlines() if ln.startswith("| toy |"))
+    nll_table = report.split("Test RMSE")[0]
+    line = next(ln for ln in nll_table.splitlines() if ln.startswith("| toy ("))
     picked = min(("single", "ensemble"), key=lambda m: sum(float(r["val_nll"]) for r in rows if r["model"] == m))
-    assert f"| {picked} |" in line and "NLL ensemble" in report  # picked on validation, not on test
-    assert "| toy (" in report.split("Repeated target values")[1]  # the repeated-value analysis ran
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("toy/*/metrics.json")}
-    assert len(stamps) == 4
+    assert line.startswith(f"| toy ({picked}) |")  # picked on validation, not on test
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    mdn = [float(r["nll"]) for r in rows if r["model"] == picked]
+    flow = [float(r["nll"]) for r in rows if r["model"] == "flow"]
+    assert cells[1].startswith(f"{sum(mdn) / 2:.2f} ±") and cells[2].startswith(f"{sum(flow) / 2:.2f} ±")
+    assert cells[4] == "-"  # NGBoost not asked for
+    paired = [m - f for m, f in zip(mdn, flow)]  # both sorted by split
+    assert cells[5] == f"{sum(paired) / 2:.2f} ± {abs(paired[0] - paired[1]) / 2:.2f} ({sum(d < 0 for d in paired)}/2)"
+    assert "| toy |" in report.split("Spikes")[1]  # the spike analysis ran, on every method
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("toy/**/metrics.json")}
+    assert len(stamps) == 8
     again = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "already finished" in again.stdout
-    assert {p: p.stat().st_mtime_ns for p in out.glob("toy/*/metrics.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("toy/**/metrics.json")} == stamps
     subprocess.run([*command[:-3], "--report-only"], cwd=REPO, check=True, capture_output=True, timeout=300)
     assert (out / "results.md").read_text().split("--report-only")[0] == report.split("wall time")[0] + "("
+
+
+def test_spiked_rows_are_found_from_the_data_and_the_density_and_left_out_for_every_method(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from uci_report import spikes
+
+    table = write_set(tmp_path, rows=120, splits=2)
+    data = (tmp_path / "toy" / "data" / "data.txt")
+    table[:, 1] = torch.round(2 * table[:, 1]) / 2  # targets on a lattice of 0.5: few distinct values
+    data.write_text("\n".join(" ".join(f"{v:.6f}" for v in row.tolist()) for row in table))
+    rows = []
+    for split in range(2):
+        test_rows = [int(v) for v in (tmp_path / "toy" / "data" / f"index_test_{split}.txt").read_text().split()]
+        t = table[test_rows, 1].double()
+        # a spiky "MDN" that puts a narrow density on each true value, and a smooth peer
+        rows.append({"set": "toy", "model": "single", "split": split, "val_nll": 0.0, "loc": t.tolist(),
+                     "scale": [0.01] * len(t)})
+        rows.append({"set": "toy", "model": "ngboost", "split": split, "val_nll": 0.0, "loc": (t + 0.3).tolist(),
+                     "scale": [1.0] * len(t)})
+    found = spikes(tmp_path, rows, "toy")
+    assert found["distinct"] <= 9 and found["share"] > 0.9  # nearly every test value repeats in training
+    spiky, smooth = found["nll"]["MDN"], found["nll"]["ngboost"]
+    assert spiky["all"][0] < 0 < smooth["all"][0]  # the spikes win on all rows...
+    # ...and on the rows left (values training never saw, if any) both are scored alike
+    assert len(spiky["kept"]) == len(smooth["kept"])
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("ngboost"), reason="the peers extra is not installed")
+def test_the_ngboost_adapter_writes_rows_the_report_reads(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import uci_ngboost
+    from uci_report import ngboost_rows
+
+    write_set(tmp_path / "root", splits=2)
+    uci_ngboost.run_set(tmp_path / "root", "toy", tmp_path / "out", splits=2)
+    rows = ngboost_rows(tmp_path / "out", "toy")
+    assert [r["split"] for r in rows] == [0, 1] and all(r["model"] == "ngboost" for r in rows)
+    for r in rows:
+        assert 0 < r["steps"] <= uci_ngboost.ROUNDS and len(r["loc"]) == len(r["scale"]) == 12
+        # the NLL it reports is its Normal's on the test rows
+        _, _, _, y_test = UCISet(str(tmp_path / "root"), "toy").split(r["split"])
+        normal = torch.distributions.Normal(*(torch.tensor(r[k], dtype=torch.float64) for k in ("loc", "scale")))
+        assert r["nll"] == pytest.approx(-normal.log_prob(y_test.reshape(-1).double()).mean().item(), rel=1e-9)
+        assert r["nll"] < 1.5  # it learnt sin(2x): a constant Normal scores ~1.1 + log σ_y
+    stamps = [p.stat().st_mtime_ns for p in sorted((tmp_path / "out" / "toy" / "ngboost").iterdir())]
+    uci_ngboost.run_set(tmp_path / "root", "toy", tmp_path / "out", splits=2)  # a rerun fits nothing
+    assert stamps == [p.stat().st_mtime_ns for p in sorted((tmp_path / "out" / "toy" / "ngboost").iterdir())]
 
 
 @pytest.mark.slow
