@@ -81,3 +81,17 @@ sweep: $(STAMP)
 	latest="$$(ls -dt $${MDNLAB_LOG_DIR:-logs}/train/multiruns/*/ 2>/dev/null | head -1)"; \
 	if [ -n "$$latest" ] && [ "$$latest" -nt $(VENV)/.sweep-start ]; then $(BIN)/mdn-report "$$latest"; \
 	else echo "make sweep: the sweep made no directory; nothing to report" >&2; fi; exit $$status
+
+# The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link or a
+# renamed function in the API page fails the build. The docs extra is installed on first use.
+.PHONY: docs docs-serve
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]' --config-settings editable_mode=compat
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	$(BIN)/mkdocs serve
