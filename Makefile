@@ -28,11 +28,13 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src scripts tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto -m "not cluster" $(PYTEST_ARGS)
 
 # everything but the end-to-end runs in subprocesses
 test-fast: $(STAMP)
 	$(BIN)/ruff check src scripts tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto -m "not slow and not cluster" $(PYTEST_ARGS)
 
 # hydra/launcher=slurm against a one-node SLURM cluster that the tests start and stop

@@ -51,7 +51,7 @@ def number(key: str, value: Any, allowed: str, ok: Callable[[float], bool] = lam
     return float(value)
 
 
-def choice(key: str, value: Any, choices: Iterable) -> Any:
+def choice(key: str, value: Any, choices: Iterable[Any]) -> Any:
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(key, value, "one of " + ", ".join(map(str, choices)))

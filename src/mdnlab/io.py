@@ -16,7 +16,7 @@ TEMPORARY_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """A file to write ``path`` through: a temporary file in the same directory (so the rename
     never crosses file systems, where it would be a copy), flushed to disk, then renamed over
     ``path``. On any error, or a kill, ``path`` is untouched; a kill can leave the temporary file
@@ -35,12 +35,12 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     with atomic_file(path) as handle:
         handle.write(text)
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
     """Strict JSON: a NaN or infinite number is written as null, which every reader takes."""
     write_text_atomic(path, json.dumps(_strict(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
@@ -55,7 +55,7 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def remove_temporaries(directory: str | os.PathLike) -> None:
+def remove_temporaries(directory: str | os.PathLike[str]) -> None:
     """Remove what a killed ``atomic_file`` left in ``directory``."""
     for stale in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
         stale.unlink(missing_ok=True)

@@ -8,10 +8,11 @@ has one path for one target and for D targets.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution, MixtureSameFamily
 
 from mdnlab.mixtures import mixture, mvmixture
 
@@ -22,7 +23,7 @@ __all__ = ["Mixture", "map_rows", "mixture", "mvmixture"]
 CHUNK_ELEMENTS = 2**24
 
 
-def map_rows(function, m: "Mixture", *tensors: Tensor, per_row: int):
+def map_rows(function: Callable[..., Any], m: "Mixture", *tensors: Tensor, per_row: int) -> Any:
     """``function(m, *tensors)`` on chunks of leading rows, concatenated: memory stays bounded
     when each row needs ``per_row`` work elements. One chunk (the same call) when they fit."""
     n = m.logits.shape[0] if m.logits.dim() > 1 else 1
@@ -61,11 +62,11 @@ class Mixture(NamedTuple):
     def full_covariance(self) -> bool:
         return not self.univariate and mvmixture.is_full(self.mu, self.scale)
 
-    def rows(self, index) -> "Mixture":
+    def rows(self, index: Any) -> "Mixture":
         """The mixtures of the inputs picked by ``index`` (an int slice, mask or index tensor)."""
         return Mixture(*(p[index] for p in self))
 
-    def map(self, function) -> "Mixture":
+    def map(self, function: Callable[[Tensor], Tensor]) -> "Mixture":
         return Mixture(*(function(p) for p in self))
 
     def in_units(self, mean: Tensor, std: Tensor) -> "Mixture":
@@ -87,7 +88,9 @@ class Mixture(NamedTuple):
         return mixture.cdf(*self, target)
 
     def mean(self) -> Tensor:
-        return (mixture if self.univariate else mvmixture).mean(self.logits, self.mu)
+        if self.univariate:
+            return mixture.mean(self.logits, self.mu)
+        return mvmixture.mean(self.logits, self.mu)
 
     def std(self) -> Tensor:
         """The standard deviation of each target, (...) or (..., D)."""
@@ -97,17 +100,20 @@ class Mixture(NamedTuple):
 
     def modes(self) -> tuple[Tensor, Tensor]:
         """Mean-shift from each μ_k: (points (..., K[, D]), log density (..., K)), in chunks of rows."""
-        module = mixture if self.univariate else mvmixture
+        find = mixture.modes if self.univariate else mvmixture.modes
         k, d = self.logits.shape[-1], self.n_targets
-        return map_rows(lambda c: module.modes(*c), self, per_row=k * k * d * d)
+        found: tuple[Tensor, Tensor] = map_rows(lambda c: find(*c), self, per_row=k * k * d * d)
+        return found
 
     def highest_mode(self, modes: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The most probable mode, (...) or (..., D); ``modes`` when already computed."""
-        module = mixture if self.univariate else mvmixture
-        return module.highest_mode(*(modes or self.modes()))
+        highest = mixture.highest_mode if self.univariate else mvmixture.highest_mode
+        return highest(*(modes or self.modes()))
 
     def top_component_mean(self) -> Tensor:
-        return (mixture if self.univariate else mvmixture).most_probable_component_mean(self.logits, self.mu)
+        if self.univariate:
+            return mixture.most_probable_component_mean(self.logits, self.mu)
+        return mvmixture.most_probable_component_mean(self.logits, self.mu)
 
     def point_predictions(self) -> dict[str, Tensor]:
         """The point predictions by name: mean, most probable mode, top component's μ."""
@@ -134,18 +140,13 @@ class Mixture(NamedTuple):
             return Mixture(self.logits, self.mu.unsqueeze(-1), self.scale.unsqueeze(-1))
         return self
 
-    def distribution(self):
+    def distribution(self) -> "MixtureSameFamily":
         """The same mixture as a ``torch.distributions.MixtureSameFamily`` (over ``Normal``,
         ``Independent(Normal)`` or ``MultivariateNormal``), for ``log_prob``, ``sample``,
         ``mean``, ``variance`` and, with one target, ``cdf`` in your own code."""
-        from torch.distributions import (
-            Categorical,
-            Independent,
-            MixtureSameFamily,
-            MultivariateNormal,
-            Normal,
-        )
+        from torch.distributions import Categorical, Independent, MultivariateNormal, Normal
 
+        components: Distribution
         if self.univariate:
             components = Normal(self.mu, self.scale)
         elif self.full_covariance:
@@ -157,5 +158,5 @@ class Mixture(NamedTuple):
     def sample(self, n_samples: int, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> Tensor:
         """Gumbel-max draws: (..., n_samples) for one target, (..., n_samples, D) for D."""
-        module = mixture if self.univariate else mvmixture
-        return module.sample(*self, n_samples, generator=generator, temperature=temperature)
+        draw = mixture.sample if self.univariate else mvmixture.sample
+        return draw(*self, n_samples, generator=generator, temperature=temperature)

@@ -165,8 +165,8 @@ def energy_score(
     Monte-Carlo estimate from ``n_samples`` draws (the second term pairs draw i with i + 1).
     """
     draws = sample(logits, mu, scale, n_samples, generator=generator)  # (..., S, D)
-    first = (draws - target.unsqueeze(-2)).norm(dim=-1).mean(-1)
-    second = (draws - draws.roll(1, dims=-2)).norm(dim=-1).mean(-1)
+    first: Tensor = (draws - target.unsqueeze(-2)).norm(dim=-1).mean(-1)
+    second: Tensor = (draws - draws.roll(1, dims=-2)).norm(dim=-1).mean(-1)
     return first - 0.5 * second
 
 
@@ -182,4 +182,6 @@ def _log_components(logits: Tensor, mu: Tensor, scale: Tensor, points: Tensor) -
         z = diff / scale.unsqueeze(-3)
         log_det = torch.log(scale).sum(-1)
     log_normal = -0.5 * (z * z).sum(-1) - log_det.unsqueeze(-2) - 0.5 * mu.shape[-1] * LOG_2PI
-    return torch.log_softmax(logits, -1).unsqueeze(-2) + log_normal
+    log_pi: Tensor = torch.log_softmax(logits, -1)
+    out: Tensor = log_pi.unsqueeze(-2) + log_normal
+    return out

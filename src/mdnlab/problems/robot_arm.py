@@ -83,4 +83,5 @@ class RobotArm:
 
     def endpoint_errors(self, positions: Tensor, theta: Tensor) -> Tensor:
         """‖forward_kinematics(θ) − position‖ per row: how far predicted angles put the hand."""
-        return (self.forward_kinematics(theta.to(torch.float64)) - positions.to(torch.float64)).norm(dim=-1)
+        errors: Tensor = (self.forward_kinematics(theta.to(torch.float64)) - positions.to(torch.float64)).norm(dim=-1)
+        return errors

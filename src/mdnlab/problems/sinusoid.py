@@ -137,7 +137,7 @@ class Sinusoid:
         slope, offset = f / variance, log_w - 0.5 * f * f / variance
         powers = torch.cat([torch.ones_like(x), x, x * x]).T  # (G, 3): Σ w p, Σ w p x, Σ w p x²
         log_z, means, variances = [], [], []
-        for chunk in y.split(1024):
+        for chunk in torch.split(y, 1024):
             weights = torch.addmm(offset, chunk, slope)
             top = weights.amax(-1, keepdim=True)
             s0, s1, s2 = (weights.sub_(top).exp_() @ powers).unbind(-1)

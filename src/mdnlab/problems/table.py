@@ -12,7 +12,7 @@ import math
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -72,10 +72,10 @@ class Table:
 
 def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str]) -> tuple[Tensor, Tensor]:
     """``Table(path, inputs, targets).load()``."""
-    return Table(path, inputs, targets).load()
+    return Table(str(path), tuple(inputs), tuple(targets)).load()
 
 
-def read_columns(path: str | Path) -> dict[str, list]:
+def read_columns(path: str | Path) -> dict[str, list[Any]]:
     """Column name → values (strings for CSV, arrays' items for NPZ), all of one length."""
     file = Path(path).expanduser()
     if file.exists() and not file.is_file():
@@ -89,7 +89,7 @@ def read_columns(path: str | Path) -> dict[str, list]:
     return columns
 
 
-def _read_csv(file: Path) -> dict[str, list]:
+def _read_csv(file: Path) -> dict[str, list[Any]]:
     try:  # utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte-order mark
         with file.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
@@ -112,7 +112,7 @@ def _read_csv(file: Path) -> dict[str, list]:
     return {name: [row[i] for _, row in data] for i, name in enumerate(header)}
 
 
-def _read_npz(file: Path) -> dict[str, list]:
+def _read_npz(file: Path) -> dict[str, list[Any]]:
     import numpy as np
 
     try:
@@ -139,7 +139,7 @@ def _read_npz(file: Path) -> dict[str, list]:
     return columns
 
 
-def _numeric(columns: dict[str, list], name: str, path) -> Tensor:
+def _numeric(columns: dict[str, list[Any]], name: str, path: str | Path) -> Tensor:
     values = []
     for row, cell in enumerate(columns[name]):
         try:

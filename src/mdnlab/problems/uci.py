@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -68,10 +69,10 @@ class UCISet:
             raise ConfigError("data.split", k, f"a split of {self.name}: 0 to {n - 1}")
         rows = torch.as_tensor(self._numbers("data.txt", rows=True), dtype=torch.float32)
         features, (target,) = self._indices("index_features.txt"), self._indices("index_target.txt")
-        for name, index in (("index_features.txt", max(features)), ("index_target.txt", target)):
-            if index >= rows.shape[1]:
+        for name, column in (("index_features.txt", max(features)), ("index_target.txt", target)):
+            if column >= rows.shape[1]:
                 raise ConfigError("data.name", self.name, f"a set whose {name} names columns of data.txt "
-                                  f"(column {index} asked, data.txt has {rows.shape[1]})")
+                                  f"(column {column} asked, data.txt has {rows.shape[1]})")
         out = []
         for part in ("train", "test"):
             index = torch.as_tensor(self._indices(f"index_{part}_{k}.txt"))
@@ -81,12 +82,12 @@ class UCISet:
             out += [rows[index][:, features], rows[index][:, [target]]]
         if not all(bool(torch.isfinite(t).all()) for t in out):
             raise ConfigError("data.name", self.name, f"finite numbers in {self.folder / 'data.txt'}")
-        return tuple(out)
+        return out[0], out[1], out[2], out[3]
 
     def _indices(self, file: str) -> list[int]:
         return [int(v) for v in self._numbers(file).reshape(-1)]
 
-    def _numbers(self, file: str, rows: bool = False):
+    def _numbers(self, file: str, rows: bool = False) -> Any:
         import numpy as np
 
         path = self.folder / file
