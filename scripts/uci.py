@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -143,6 +144,8 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=None, help="only the first N splits (a quick look)")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "uci" / "latest")
     parser.add_argument("--report-only", action="store_true", help="train nothing: the tables from what --out holds")
+    parser.add_argument("--docs-table", type=Path, default=None,
+                        help="also write the tables here (docs/tables/uci.md: the docs page includes it)")
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run")
     args = parser.parse_args()
     root, sets = root_and_sets(args)
@@ -166,6 +169,12 @@ def main() -> None:
     footer = (f"wall time {time.perf_counter() - start:.0f} s ({timing}) on {os.cpu_count()} cores" if seconds
               else "(--report-only: rebuilt from the runs already there; their time is in that run's output)")
     (args.out / "results.md").write_text(f"{tables}\n\n{footer}\n")
+    if args.docs_table:
+        args.docs_table.parent.mkdir(parents=True, exist_ok=True)
+        machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+        command = " ".join(sys.argv[1:]).replace(str(args.root), "<UCI root>")
+        args.docs_table.write_text(f"<!-- written by scripts/uci.py {command} ({machine}) -->\n\n"
+                                   f"{tables}\n\n{footer}\n")
     print(tables, f"\n{footer}", f"\nwritten to {args.out}", sep="\n")
 
 

@@ -64,14 +64,17 @@ def paired(mdn: list[dict], peer: list[dict], metric: str) -> str:
 
 def metric_table(rows: list[dict], metric: str, published: bool) -> str:
     sets = sorted({r["set"] for r in rows})
-    head = ["data set", "MDN (picked)", *PEERS.values(), *(f"MDN − {p}, paired (MDN better)" for p in PEERS.values())]
+    head = ["data set (MDN picked)", "MDN single", "MDN ensemble", "MDN (picked)", *PEERS.values(),
+            *(f"MDN − {p}, paired (MDN better)" for p in PEERS.values())]
     if published:
         head += ["deep ensembles (2017)", "NGBoost (2020)", "MC dropout (2018)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name in sets:
         methods = by_method(rows, name)
         mdn = methods["MDN"]
-        cells = [f"{name} ({mdn[0]['model'] if mdn else '-'})", mean_se([r[metric] for r in mdn])]
+        cells = [f"{name} ({mdn[0]['model'] if mdn else '-'})"]
+        cells += [mean_se([r[metric] for r in rows if r["set"] == name and r["model"] == m]) for m in MDN]
+        cells.append(mean_se([r[metric] for r in mdn]))
         cells += [mean_se([r[metric] for r in methods.get(p, [])]) for p in PEERS]
         cells += [paired(mdn, methods.get(p, []), metric) for p in PEERS]
         if published:

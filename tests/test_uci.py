@@ -101,10 +101,10 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     mdn = [float(r["nll"]) for r in rows if r["model"] == picked]
     flow = [float(r["nll"]) for r in rows if r["model"] == "flow"]
-    assert cells[1].startswith(f"{sum(mdn) / 2:.2f} ±") and cells[2].startswith(f"{sum(flow) / 2:.2f} ±")
-    assert cells[4] == "-"  # NGBoost not asked for
+    assert cells[3].startswith(f"{sum(mdn) / 2:.2f} ±") and cells[4].startswith(f"{sum(flow) / 2:.2f} ±")
+    assert cells[3] == cells[1 if picked == "single" else 2] and cells[6] == "-"  # NGBoost not asked for
     paired = [m - f for m, f in zip(mdn, flow)]  # both sorted by split
-    assert cells[5] == f"{sum(paired) / 2:.2f} ± {abs(paired[0] - paired[1]) / 2:.2f} ({sum(d < 0 for d in paired)}/2)"
+    assert cells[7] == f"{sum(paired) / 2:.2f} ± {abs(paired[0] - paired[1]) / 2:.2f} ({sum(d < 0 for d in paired)}/2)"
     assert "| toy |" in report.split("Spikes")[1]  # the spike analysis ran, on every method
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("toy/**/metrics.json")}
     assert len(stamps) == 8
