@@ -13,14 +13,14 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast test-cluster tensorboard clean
+.PHONY: install train test test-fast test-cluster tensorboard clean hooks
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[$(EXTRAS)]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -41,6 +41,24 @@ test-fast: $(STAMP)
 # (scripts/slurm_cluster.sh; needs root and Debian's slurmctld slurmd slurm-client munge)
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+
+# requirements.lock: every package the extras pull in, at the versions a fresh venv gets today,
+# except torch and its own dependencies (TORCH_SPEC decides those). Built in a throw-away venv.
+.PHONY: lock
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(if $(strip $(TORCH_SPEC)),$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)")
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,peers,docs]' pre-commit
+	{ sed -n '1,3p' requirements.lock; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v -i -E \
+	  '^(torch|nvidia-|triton|sympy|mpmath|networkx|jinja2|markupsafe|filelock|fsspec|typing.extensions|setuptools)=='; \
+	  } > requirements.lock.new && mv requirements.lock.new requirements.lock
+	rm -rf $(LOCK_VENV)
+
+# pre-commit's hooks (.pre-commit-config.yaml: ruff check, ruff format, mypy) on every commit
+hooks: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock pre-commit
+	$(BIN)/pre-commit install
 
 # TB_FLAGS="--bind_all" to serve on every interface (e.g. from a cluster node)
 TB_FLAGS ?= --host localhost
@@ -89,7 +107,7 @@ sweep: $(STAMP)
 .PHONY: docs docs-serve
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[docs]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[docs]' --config-settings editable_mode=compat
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
