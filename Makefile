@@ -55,7 +55,7 @@ lock:
 	  } > requirements.lock.new && mv requirements.lock.new requirements.lock
 	rm -rf $(LOCK_VENV)
 
-# pre-commit's hooks (.pre-commit-config.yaml: ruff check, ruff format, mypy) on every commit
+# pre-commit's hooks (.pre-commit-config.yaml: ruff check, mypy) on every commit
 hooks: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock pre-commit
 	$(BIN)/pre-commit install
