@@ -12,6 +12,7 @@ logs/train/runs/ (or $MDNLAB_LOG_DIR).
 
   mdn-train                                         the default experiment (mdn_inverted)
   mdn-train experiment=seed_mdn_inverted seed=1     another experiment (configs/experiment/*.yaml)
+  mdn-train experiment=flow_inverted                a conditional spline flow (model=flow) instead
   mdn-train model.n_gaussians=3 model.hidden_size=50 trainer.max_epochs=4
   mdn-train data=table data.path=my.csv 'data.inputs=[a,b]' 'data.targets=[c]'
   mdn-train trainer=gpu                             the same run on a GPU (trainer=ddp: several)
