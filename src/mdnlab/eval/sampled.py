@@ -49,6 +49,8 @@ def distribution_metrics(predictive: Callable[[Tensor], Distribution], inputs: T
                          seed: int = 0, draws: int = DRAWS) -> tuple[dict[str, float], dict[str, Tensor]]:
     """(metrics, point predictions) of ``predictive(inputs)`` against ``targets`` ((N,) or
     (N, D)), in chunks of rows that keep the draws under CHUNK_ELEMENTS numbers."""
+    if draws < 2 * MC_BATCHES or draws % MC_BATCHES:
+        raise ValueError(f"draws must be a multiple of {MC_BATCHES} (its batches give the errors), got {draws}")
     t = targets.to(torch.float64).reshape(len(targets), -1)
     n_targets = t.shape[1]
     rows = max(1, CHUNK_ELEMENTS // (draws * n_targets))
@@ -89,8 +91,10 @@ def _chunk(distribution: Distribution, t: Tensor, seed: int, draws: int) -> dict
     }
     if t.shape[1] == 1:
         exact = _cdf(distribution, as_event(t))
-        columns = [exact] * (MC_BATCHES + 1) if exact is not None else [_draw_pit(x, t), *map(_draw_pit, batches,
-                                                                                              [t] * MC_BATCHES)]
+        if exact is not None:
+            columns = [exact] * (MC_BATCHES + 1)
+        else:
+            columns = [_draw_pit(x, t)] + [_draw_pit(b, t) for b in batches]
         out["pit"] = torch.stack(columns, -1)
     return out
 
