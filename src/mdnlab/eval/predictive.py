@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from mdnlab.eval.metrics import predict
-from mdnlab.eval.sampled import MODE_CANDIDATES, draws_of
+from mdnlab.eval.sampled import densest_draw, draws_of
 from mdnlab.mixtures import CHUNK_ELEMENTS
 
 
@@ -60,8 +60,6 @@ def _distribution_summary(model, inputs: Tensor, n_samples: int, seed: int, low:
                           grid_points: int) -> dict[str, Tensor]:
     predictive = model.eval().predictive_distribution(inputs.float())
     draws = draws_of(predictive, n_samples, seed).double().transpose(0, 1)  # (n, S, D)
-    candidates = draws[:, :MODE_CANDIDATES].transpose(0, 1)
-    best = predictive.log_prob(candidates.to(torch.get_default_dtype())).argmax(0)
     grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
                         for lo, hi in zip(low, high)], -1)
     summary = {
@@ -69,7 +67,7 @@ def _distribution_summary(model, inputs: Tensor, n_samples: int, seed: int, low:
         "samples": draws,
         "mean": draws.mean(1),
         "std": draws.std(1),
-        "most_probable_mode": candidates[best, torch.arange(len(inputs))],
+        "most_probable_mode": densest_draw(predictive, draws.transpose(0, 1)),
         "grid": grid,
     }
     if draws.shape[-1] > 1:

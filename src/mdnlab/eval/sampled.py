@@ -86,7 +86,7 @@ def _chunk(distribution: Distribution, t: Tensor, seed: int, draws: int) -> dict
         "score_all": score_of(x, t),
         "score": torch.stack([score_of(b, t) for b in batches], -1),
         "mean": _mean(distribution, x, scalar),
-        "mode": _mode(distribution, x[:MODE_CANDIDATES], as_event),
+        "mode": densest_draw(distribution, x, as_event),
         "pit": t.new_zeros(len(t), 0),
     }
     if t.shape[1] == 1:
@@ -94,7 +94,7 @@ def _chunk(distribution: Distribution, t: Tensor, seed: int, draws: int) -> dict
         if exact is not None:
             columns = [exact] * (MC_BATCHES + 1)
         else:
-            columns = [_draw_pit(x, t)] + [_draw_pit(b, t) for b in batches]
+            columns = [draw_pit(x, t)] + [draw_pit(b, t) for b in batches]
         out["pit"] = torch.stack(columns, -1)
     return out
 
@@ -122,7 +122,8 @@ def _cdf(distribution: Distribution, target: Tensor) -> Tensor | None:
         return None
 
 
-def _draw_pit(x: Tensor, t: Tensor) -> Tensor:
+def draw_pit(x: Tensor, t: Tensor) -> Tensor:
+    """The share of the draws x (S, n[, 1]) below each target t (n[, 1]): the PIT from draws, (n,)."""
     return (x < t).double().mean(0).reshape(-1)
 
 
@@ -134,8 +135,10 @@ def _mean(distribution: Distribution, x: Tensor, squeeze: bool) -> Tensor:
     return mean.unsqueeze(-1) if squeeze else mean
 
 
-def _mode(distribution: Distribution, candidates: Tensor, as_event) -> Tensor:
-    """The candidate draw of highest density per row, (n, D)."""
+def densest_draw(distribution: Distribution, draws: Tensor, as_event=lambda v: v.float()) -> Tensor:
+    """Among the first MODE_CANDIDATES of ``draws`` (S, n, D), the one of highest density per row,
+    (n, D); ``as_event`` turns draws into what ``log_prob`` takes."""
+    candidates = draws[:MODE_CANDIDATES]
     best = distribution.log_prob(as_event(candidates)).argmax(0)  # log_prob (C, n)
     return candidates[best, torch.arange(candidates.shape[1])]
 

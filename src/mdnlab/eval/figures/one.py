@@ -18,7 +18,7 @@ from mdnlab.eval.figures.style import (
     span,
 )
 from mdnlab.eval.metrics import predict
-from mdnlab.eval.sampled import DRAWS, draws_of
+from mdnlab.eval.sampled import DRAWS, draw_pit, draws_of
 from mdnlab.mixtures import Mixture
 
 
@@ -44,8 +44,8 @@ def draw(model, datamodule, least_squares, seed: int) -> dict[str, Figure]:
             predictive = model.eval().predictive_distribution(grid.reshape(-1, 1).float())
             draws = draws_of(predictive, 1, seed).reshape(-1)
             density = predictive.log_prob(targets.reshape(-1, 1, 1).float()).double().exp().T
-            pit = (draws_of(model.predictive_distribution(test_x.float()), DRAWS, seed).double()
-                   < test_t.reshape(-1, 1).double()).double().mean(0).reshape(-1)
+            pit = draw_pit(draws_of(model.predictive_distribution(test_x.float()), DRAWS, seed).double(),
+                           test_t.reshape(-1, 1).double())
     figures["samples"] = samples_figure(grid, draws, train_x, train_t, labels)
     figures["density"] = density_figure(grid, density, targets, problem, labels)
     figures["pit"] = pit_figure(pit)
