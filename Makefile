@@ -13,7 +13,7 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast test-cluster tensorboard clean hooks
+.PHONY: install train lint format test test-fast test-cluster tensorboard clean hooks
 
 install: $(STAMP)
 
@@ -26,15 +26,22 @@ $(STAMP): pyproject.toml requirements.lock
 train: $(STAMP)
 	$(BIN)/mdn-train $(ARGS)
 
-test: $(STAMP)
-	$(BIN)/ruff check src scripts tests
+# ruff's linter and formatter (make format rewrites what the check refuses), then mypy
+LINTED := src scripts tests notebooks
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
+
+test: lint
 	$(BIN)/python -m pytest -n auto -m "not cluster" $(PYTEST_ARGS)
 
 # everything but the end-to-end runs in subprocesses
-test-fast: $(STAMP)
-	$(BIN)/ruff check src scripts tests
-	$(BIN)/mypy
+test-fast: lint
 	$(BIN)/python -m pytest -n auto -m "not slow and not cluster" $(PYTEST_ARGS)
 
 # hydra/launcher=slurm against a one-node SLURM cluster that the tests start and stop

@@ -122,11 +122,20 @@ def time_to_first_step(experiment: str) -> float:
     """Seconds from launching `mdn-train experiment=...` to its first training step."""
     with tempfile.TemporaryDirectory() as tmp:
         stamp = Path(tmp) / "first_step"
-        env = {**os.environ, "MDNLAB_FIRST_STEP_FILE": str(stamp), "MDNLAB_LOG_DIR": tmp,
-               "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")])}
-        command = [str(Path(sys.executable).parent / "mdn-train"), f"experiment={experiment}",
-                   "trainer.max_epochs=1", "data.passes_per_epoch=1", "figures=false",
-                   "+callbacks.first_step._target_=bench.first_step_timer"]
+        env = {
+            **os.environ,
+            "MDNLAB_FIRST_STEP_FILE": str(stamp),
+            "MDNLAB_LOG_DIR": tmp,
+            "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")]),
+        }
+        command = [
+            str(Path(sys.executable).parent / "mdn-train"),
+            f"experiment={experiment}",
+            "trainer.max_epochs=1",
+            "data.passes_per_epoch=1",
+            "figures=false",
+            "+callbacks.first_step._target_=bench.first_step_timer",
+        ]
         launched = time.time()
         subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
         return float(stamp.read_text()) - launched
@@ -145,18 +154,34 @@ def time_help(repeats: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Lightning path vs hand-written loop")
     parser.add_argument("--steps", type=int, default=3000, help="full-batch steps per timing")
-    parser.add_argument("--passes", type=int, default=None,
-                        help="data.passes_per_epoch (default: the experiment's own)")
+    parser.add_argument(
+        "--passes", type=int, default=None, help="data.passes_per_epoch (default: the experiment's own)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="A B pairs per workload")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--skip-startup", action="store_true", help="skip the first-step probe")
-    parser.add_argument("--stacked-sizes", type=int, nargs="*", default=[1, 4, 16, 20, 64, 256],
-                        help="stacked models S to time (none: skip)")
-    parser.add_argument("--recipe-sizes", type=int, nargs="*", default=[16, 64, 256],
-                        help="stacked default-recipe models S to time, with and without noise (none: skip)")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 64, 256],
-                        help="models S for the batch-preparation rows (none: skip)")
+    parser.add_argument(
+        "--stacked-sizes",
+        type=int,
+        nargs="*",
+        default=[1, 4, 16, 20, 64, 256],
+        help="stacked models S to time (none: skip)",
+    )
+    parser.add_argument(
+        "--recipe-sizes",
+        type=int,
+        nargs="*",
+        default=[16, 64, 256],
+        help="stacked default-recipe models S to time, with and without noise (none: skip)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[16, 64, 256],
+        help="models S for the batch-preparation rows (none: skip)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="time stacked steps eager only")
     parser.add_argument("--stacked-threads", type=int, default=None, help="threads for stacks (default: all)")
     parser.add_argument("--device", default="cpu", help="device for the stacked step costs (cuda: a GPU)")
@@ -169,9 +194,14 @@ def main() -> None:
     from mdnlab.training.single import quiet_lightning
 
     quiet_lightning()
-    results: dict = {"machine": _machine(), "threads": args.threads, "steps": args.steps,
-                     "passes_per_epoch": args.passes or "experiment default",
-                     "repeats": args.repeats, "workloads": {}}
+    results: dict = {
+        "machine": _machine(),
+        "threads": args.threads,
+        "steps": args.steps,
+        "passes_per_epoch": args.passes or "experiment default",
+        "repeats": args.repeats,
+        "workloads": {},
+    }
     for name, experiment in ({} if args.skip_single else WORKLOADS).items():
         hand, project, no_bar = [], [], []
         for _ in range(args.repeats):  # A B C A B C ...
@@ -182,12 +212,17 @@ def main() -> None:
         hand_us = statistics.median(t for t, _ in hand)
         project_us = statistics.median(t for t, _, _ in project)
         results["workloads"][name] = {
-            "experiment": experiment, "hand_us_per_step": hand_us,
-            "project_us_per_step": project_us, "ratio": project_us / hand_us,
-            "hand_final_loss": hand[-1][1], "project_final_loss": project[-1][1],
+            "experiment": experiment,
+            "hand_us_per_step": hand_us,
+            "project_us_per_step": project_us,
+            "ratio": project_us / hand_us,
+            "hand_final_loss": hand[-1][1],
+            "project_final_loss": project[-1][1],
             "fit_setup_s": statistics.median(s for _, _, s in project),
             "no_bar_us_per_step": statistics.median(t for t, _, _ in no_bar),
-            "hand_all_us": [t for t, _ in hand], "project_all_us": [t for t, _, _ in project]}
+            "hand_all_us": [t for t, _ in hand],
+            "project_all_us": [t for t, _, _ in project],
+        }
     if not args.skip_startup:
         results["seconds_to_first_step"] = time_to_first_step(WORKLOADS["mdn"])
         results["seconds_for_help"] = time_help()
@@ -195,12 +230,14 @@ def main() -> None:
 
     if args.batch_sizes:
         print("batch preparation:", flush=True)
-        results["batches"] = bench_stacked.batch_costs(args.batch_sizes, args.stacked_threads, args.device,
-                                                       not args.no_compile)
+        results["batches"] = bench_stacked.batch_costs(
+            args.batch_sizes, args.stacked_threads, args.device, not args.no_compile
+        )
     if args.stacked_sizes or args.recipe_sizes:
         print("stacked step costs:", flush=True)
-        results["stacked"] = bench_stacked.step_costs(args.stacked_sizes, not args.no_compile,
-                                                      args.stacked_threads, args.device, args.recipe_sizes)
+        results["stacked"] = bench_stacked.step_costs(
+            args.stacked_sizes, not args.no_compile, args.stacked_threads, args.device, args.recipe_sizes
+        )
     if args.sweep_seeds:
         print("launchers:", flush=True)
         results["sweeps"] = bench_stacked.sweep_walls(args.sweep_seeds, args.launchers, args.sweep_overrides)
@@ -214,21 +251,28 @@ def main() -> None:
 
 
 def report(results: dict) -> str:
-    lines = [f"machine: {results['machine']}; torch threads: {results['threads']}; "
-             f"N = {results['steps']} full-batch steps (data.passes_per_epoch: "
-             f"{results['passes_per_epoch']}), median of {results['repeats']} A/B pairs",
-             "",
-             "| workload | hand loop µs/step | mdnlab µs/step | ratio | mdnlab, no progress bar "
-             "| final loss hand / mdnlab | fit setup s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"machine: {results['machine']}; torch threads: {results['threads']}; "
+        f"N = {results['steps']} full-batch steps (data.passes_per_epoch: "
+        f"{results['passes_per_epoch']}), median of {results['repeats']} A/B pairs",
+        "",
+        "| workload | hand loop µs/step | mdnlab µs/step | ratio | mdnlab, no progress bar "
+        "| final loss hand / mdnlab | fit setup s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, w in results["workloads"].items():
-        lines.append(f"| {name} ({w['experiment']}) | {w['hand_us_per_step']:.0f} | "
-                     f"{w['project_us_per_step']:.0f} | {w['ratio']:.3f} | {w['no_bar_us_per_step']:.0f} | "
-                     f"{w['hand_final_loss']:.5f} / {w['project_final_loss']:.5f} | "
-                     f"{w['fit_setup_s']:.2f} |")
+        lines.append(
+            f"| {name} ({w['experiment']}) | {w['hand_us_per_step']:.0f} | "
+            f"{w['project_us_per_step']:.0f} | {w['ratio']:.3f} | {w['no_bar_us_per_step']:.0f} | "
+            f"{w['hand_final_loss']:.5f} / {w['project_final_loss']:.5f} | "
+            f"{w['fit_setup_s']:.2f} |"
+        )
     if "seconds_to_first_step" in results:
-        lines += ["", f"mdn-train launch to first training step: {results['seconds_to_first_step']:.2f} s; "
-                  f"mdn-train --help: {results['seconds_for_help']:.2f} s"]
+        lines += [
+            "",
+            f"mdn-train launch to first training step: {results['seconds_to_first_step']:.2f} s; "
+            f"mdn-train --help: {results['seconds_for_help']:.2f} s",
+        ]
     return "\n".join(lines)
 
 

@@ -29,9 +29,18 @@ QUIET = ("figures=false", "callbacks.rich_progress_bar=null", "trainer.enable_pr
 
 def sweep(env: dict, where: Path, launcher: str, jobs: int, steps: int, cpus: int) -> float:
     """Seconds from the command's start to its end (it waits for every job)."""
-    command = [str(BIN / "mdn-train"), "-m", f"hydra/launcher={launcher}", f"seed=range({jobs})",
-               f"trainer.max_epochs={steps // 1000}", *QUIET, f"hydra.launcher.cpus_per_task={cpus}",
-               "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=60", f"hydra.sweep.dir={where}"]
+    command = [
+        str(BIN / "mdn-train"),
+        "-m",
+        f"hydra/launcher={launcher}",
+        f"seed=range({jobs})",
+        f"trainer.max_epochs={steps // 1000}",
+        *QUIET,
+        f"hydra.launcher.cpus_per_task={cpus}",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=60",
+        f"hydra.sweep.dir={where}",
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=where.parent, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -44,12 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2000, help="steps a model (whole thousands: epochs of 1000)")
-    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
-                        help="CPUs of a stack's job; a one-model job gets one")
+    parser.add_argument(
+        "--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of a stack's job; a one-model job gets one"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="mdnlab-slurm-"))  # not a 0700 folder: munged must reach it
-    started = subprocess.run(["bash", str(REPO / "scripts/slurm_cluster.sh"), "start", str(folder)],
-                             capture_output=True, text=True)
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts/slurm_cluster.sh"), "start", str(folder)], capture_output=True, text=True
+    )
     if started.returncode != 0:
         raise SystemExit(f"make bench-cluster: could not start a SLURM cluster: {started.stderr.strip()}")
     env = {**os.environ, "SLURM_CONF": str(folder / "slurm.conf"), "PATH": os.environ["PATH"] + ":/usr/sbin"}
@@ -63,8 +74,10 @@ def main() -> None:
         subprocess.run(["bash", str(REPO / "scripts/slurm_cluster.sh"), "stop", str(folder)], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
     gap = max(abs(alone[s] - stacked[s]) for s in alone)
-    print(f"{args.jobs} default-recipe models of {args.steps} steps on a one-node SLURM cluster "
-          f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), command start to all finished:\n")
+    print(
+        f"{args.jobs} default-recipe models of {args.steps} steps on a one-node SLURM cluster "
+        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), command start to all finished:\n"
+    )
     print("| launcher | SLURM jobs | CPUs a job | wall s | × stacked_slurm |")
     print("|---|---|---|---|---|")
     print(f"| slurm | {args.jobs} | 1 | {walls['slurm']:.1f} | {walls['slurm'] / walls['stacked_slurm']:.2f} |")

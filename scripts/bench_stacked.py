@@ -42,8 +42,9 @@ def _stack_of(size: int, experiment: str, device: str, overrides=(), kernel=None
         loaders.append(datamodule.train_dataloader())
         models.append(model)
     stack = StackedMDN(models).to(device)
-    optimizer = StackedAdam(stack.parameters(), torch.full((size,), 1e-3, device=device),
-                            torch.zeros(size, device=device), 1)
+    optimizer = StackedAdam(
+        stack.parameters(), torch.full((size,), 1e-3, device=device), torch.zeros(size, device=device), 1
+    )
     return StackedBatches(loaders, kernel), stack, optimizer
 
 
@@ -52,16 +53,18 @@ def _endless(batches):
         yield from batches
 
 
-def step_cost(size: int, steps: int, compiled: bool, experiment: str = "seed_mdn_inverted",
-              device: str = "cpu", overrides=()) -> dict:
+def step_cost(
+    size: int, steps: int, compiled: bool, experiment: str = "seed_mdn_inverted", device: str = "cpu", overrides=()
+) -> dict:
     """µs per step and per model-step of ``size`` stacked models (after a warm-up). Each step
     takes the next batch (with its noise, where the recipe has noise), as the stacked loop does."""
     import torch
 
     from mdnlab.data import draws
 
-    batches, stack, optimizer = _stack_of(size, experiment, device, overrides,
-                                          draws.compiled(device) if compiled else None)
+    batches, stack, optimizer = _stack_of(
+        size, experiment, device, overrides, draws.compiled(device) if compiled else None
+    )
     losses = torch.compile(stack.training_losses) if compiled else stack.training_losses
     served = _endless(batches)
 
@@ -82,8 +85,16 @@ def step_cost(size: int, steps: int, compiled: bool, experiment: str = "seed_mdn
     run(steps)
     _sync(device)
     per_step = (time.perf_counter() - start) / steps * 1e6
-    return {"models": size, "compiled": compiled, "us_per_step": per_step, "us_per_model_step": per_step / size,
-            "warm_up_s": warm_up, "steps": steps, "experiment": experiment, "overrides": list(overrides)}
+    return {
+        "models": size,
+        "compiled": compiled,
+        "us_per_step": per_step,
+        "us_per_model_step": per_step / size,
+        "warm_up_s": warm_up,
+        "steps": steps,
+        "experiment": experiment,
+        "overrides": list(overrides),
+    }
 
 
 def _sync(device: str) -> None:
@@ -96,27 +107,33 @@ def _sync(device: str) -> None:
 NO_NOISE = ("data.input_noise=0", "data.target_noise=0")
 
 
-def step_costs(sizes: list[int], compiled: bool, threads: int | None, device: str = "cpu",
-               recipe_sizes: list[int] = ()) -> list[dict]:
+def step_costs(
+    sizes: list[int], compiled: bool, threads: int | None, device: str = "cpu", recipe_sizes: list[int] = ()
+) -> list[dict]:
     """The seed recipe (no noise) eager and compiled at ``sizes``; the default recipe
     (experiment=mdn_inverted) compiled, with its noise and without, at ``recipe_sizes``."""
     from mdnlab.training.stacks import use_threads
 
     use_threads(threads)
     rows = []
-    runs = [(size, mode, "seed_mdn_inverted", ()) for mode in ([False, True] if compiled else [False])
-            for size in sizes]
+    runs = [
+        (size, mode, "seed_mdn_inverted", ()) for mode in ([False, True] if compiled else [False]) for size in sizes
+    ]
     runs += [(size, compiled, "mdn_inverted", noise) for size in recipe_sizes for noise in (NO_NOISE, ())]
     for size, mode, experiment, overrides in runs:
         steps = max(30, min(1000, 20000 // size)) if device == "cpu" else 300
         rows.append(step_cost(size, steps, mode, experiment, device, overrides))
-        print(f"  stacked {experiment} {' '.join(overrides)} S={size} {'compiled' if mode else 'eager'}: "
-              f"{rows[-1]['us_per_model_step']:.1f} µs per model-step", flush=True)
+        print(
+            f"  stacked {experiment} {' '.join(overrides)} S={size} {'compiled' if mode else 'eager'}: "
+            f"{rows[-1]['us_per_model_step']:.1f} µs per model-step",
+            flush=True,
+        )
     return rows
 
 
-def batch_costs(sizes: list[int], threads: int | None, device: str = "cpu", compiled: bool = True,
-                steps: int = 30) -> list[dict]:
+def batch_costs(
+    sizes: list[int], threads: int | None, device: str = "cpu", compiled: bool = True, steps: int = 30
+) -> list[dict]:
     """µs per step to serve S models' batches (StackedBatches: 1000 points, full batch) without
     noise and with the default recipe's (eager and compiled draws), against the same noise drawn
     by S per-model torch.Generators (two randn calls per model and step)."""
@@ -132,8 +149,9 @@ def batch_costs(sizes: list[int], threads: int | None, device: str = "cpu", comp
     kernel = draws.compiled(device) if compiled else None
 
     def per_step(noise: float, kernel=None) -> float:
-        loaders = [TensorBatches(x, y, repeats=10**6, seed=s, input_noise=noise, target_noise=noise / 2)
-                   for s in range(size)]
+        loaders = [
+            TensorBatches(x, y, repeats=10**6, seed=s, input_noise=noise, target_noise=noise / 2) for s in range(size)
+        ]
         served = iter(StackedBatches(loaders, kernel))
         next(served)
         return _timed(lambda: next(served), steps, device)
@@ -147,14 +165,25 @@ def batch_costs(sizes: list[int], threads: int | None, device: str = "cpu", comp
                 for i in (0, 1):
                     torch.randn(1000, generator=rng, device=device, out=buffers[i, s])
             return x.T + 0.03 * buffers[0], y.T + 0.015 * buffers[1]
+
         return _timed(step, steps, device)
 
     rows = []
     for size in sizes:
-        rows.append({"models": size, "no_noise_us": per_step(0.0), "eager_us": per_step(0.03),
-                     "compiled_us": per_step(0.03, kernel) if kernel else None, "generators_us": generators()})
-        print(f"  batches S={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in rows[-1].items()
-                                                  if k != "models" and v is not None), flush=True)
+        rows.append(
+            {
+                "models": size,
+                "no_noise_us": per_step(0.0),
+                "eager_us": per_step(0.03),
+                "compiled_us": per_step(0.03, kernel) if kernel else None,
+                "generators_us": generators(),
+            }
+        )
+        print(
+            f"  batches S={size}: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in rows[-1].items() if k != "models" and v is not None),
+            flush=True,
+        )
     return rows
 
 
@@ -172,8 +201,12 @@ def _timed(step, steps: int, device: str) -> float:
 def _run(args: list[str], log_dir: Path, extra=()) -> float:
     env = {**os.environ, "MDNLAB_LOG_DIR": str(log_dir)}
     start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "mdn-train"), *args, *QUIET, *extra], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "mdn-train"), *args, *QUIET, *extra],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -196,8 +229,11 @@ def sweep_walls(seeds: int, launchers: list[str], extra=()) -> dict:
         nlls = {}
         for launcher in launchers:
             log_dir = Path(tmp) / launcher
-            out[f"{launcher}_s"] = _run(["-m", f"hydra/launcher={launcher}", f"seed=range({seeds})"], log_dir,
-                                        extra if launcher == "stacked" else plain)
+            out[f"{launcher}_s"] = _run(
+                ["-m", f"hydra/launcher={launcher}", f"seed=range({seeds})"],
+                log_dir,
+                extra if launcher == "stacked" else plain,
+            )
             nlls[launcher] = nlls_by_seed(log_dir)
             print(f"  {seeds} seeds, {launcher}: {out[f'{launcher}_s']:.1f} s", flush=True)
         if "basic" in nlls and "stacked" in nlls:
@@ -208,29 +244,49 @@ def sweep_walls(seeds: int, launchers: list[str], extra=()) -> dict:
 def report(rows: list[dict], single_us: float | None, walls: dict | None, batches: list[dict] = ()) -> str:
     lines = []
     if batches:
-        lines += ["", "Batch preparation of S models (µs a step: 1000 points, full batch; noise: input 0.03, "
-                  "target 0.015, counter-based draws; last column: the same noise from S per-model generators)", "",
-                  "| models S | no noise | noise, eager draw | noise, compiled draw | per-model generators |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['models']} | {r['no_noise_us']:.0f} | {r['eager_us']:.0f} | "
-                  f"{'-' if r['compiled_us'] is None else format(r['compiled_us'], '.0f')} | "
-                  f"{r['generators_us']:.0f} |" for r in batches]
+        lines += [
+            "",
+            "Batch preparation of S models (µs a step: 1000 points, full batch; noise: input 0.03, "
+            "target 0.015, counter-based draws; last column: the same noise from S per-model generators)",
+            "",
+            "| models S | no noise | noise, eager draw | noise, compiled draw | per-model generators |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['models']} | {r['no_noise_us']:.0f} | {r['eager_us']:.0f} | "
+            f"{'-' if r['compiled_us'] is None else format(r['compiled_us'], '.0f')} | "
+            f"{r['generators_us']:.0f} |"
+            for r in batches
+        ]
     if rows:
-        lines += ["", "Stacked MDNs (µs per model-step; speed-up: one seed-recipe model alone through mdnlab's "
-                  f"path, {single_us:.0f} µs a step, over the stacked per-model-step)" if single_us else "",
-                  "", "| recipe | models S | mode | µs per step | µs per model-step | speed-up vs one alone "
-                  "| warm-up s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Stacked MDNs (µs per model-step; speed-up: one seed-recipe model alone through mdnlab's "
+            f"path, {single_us:.0f} µs a step, over the stacked per-model-step)"
+            if single_us
+            else "",
+            "",
+            "| recipe | models S | mode | µs per step | µs per model-step | speed-up vs one alone | warm-up s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             speedup = f"{single_us / r['us_per_model_step']:.1f}×" if single_us else "-"
             recipe = {"seed_mdn_inverted": "seed"}.get(r["experiment"], "default")
             recipe += ", no noise" if r["overrides"] else ", noise" if recipe == "default" else ""
-            lines.append(f"| {recipe} | {r['models']} | {'compiled' if r['compiled'] else 'eager'} | "
-                         f"{r['us_per_step']:.0f} | {r['us_per_model_step']:.1f} | {speedup} | {r['warm_up_s']:.1f} |")
+            lines.append(
+                f"| {recipe} | {r['models']} | {'compiled' if r['compiled'] else 'eager'} | "
+                f"{r['us_per_step']:.0f} | {r['us_per_model_step']:.1f} | {speedup} | {r['warm_up_s']:.1f} |"
+            )
     if walls:
         one = walls["one_job_s"]
-        lines += ["", f"{walls['seeds']}-seed multirun of the default recipe (whole command, {', '.join(QUIET)}):", "",
-                  "| launcher | wall s | × one job |", "|---|---|---|", f"| one job alone | {one:.1f} | 1.0 |"]
+        lines += [
+            "",
+            f"{walls['seeds']}-seed multirun of the default recipe (whole command, {', '.join(QUIET)}):",
+            "",
+            "| launcher | wall s | × one job |",
+            "|---|---|---|",
+            f"| one job alone | {one:.1f} | 1.0 |",
+        ]
         for key, value in walls.items():
             if key.endswith("_s") and key != "one_job_s":
                 lines.append(f"| {key[:-2]} | {value:.1f} | {value / one:.2f} |")

@@ -19,24 +19,40 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {
-    "sinusoid": [("test/nll", "NLL", 4), ("test/excess_nll", "excess", 4), ("test/crps", "CRPS", 3),
-                 ("test/coverage_50", "cov50", 3), ("test/coverage_90", "cov90", 3),
-                 ("test/frac_nll_above_6", ">6 nats", 4), ("wall_s", "wall s", 1)],
+    "sinusoid": [
+        ("test/nll", "NLL", 4),
+        ("test/excess_nll", "excess", 4),
+        ("test/crps", "CRPS", 3),
+        ("test/coverage_50", "cov50", 3),
+        ("test/coverage_90", "cov90", 3),
+        ("test/frac_nll_above_6", ">6 nats", 4),
+        ("wall_s", "wall s", 1),
+    ],
     # Bishop's robot arm: end-effector RMS error of the point predictions after the forward
     # kinematics (the MSE model's mode is its mean), with the held-out NLL
-    "robot_arm": [("test/nll", "NLL", 3), ("test/endpoint_rmse_mode", "RMS error, mode", 4),
-                  ("test/endpoint_rmse_mean", "RMS error, mean", 4),
-                  ("test/energy_score", "energy score", 4), ("train/steps", "steps", 0),
-                  ("wall_s", "wall s", 1)],
+    "robot_arm": [
+        ("test/nll", "NLL", 3),
+        ("test/endpoint_rmse_mode", "RMS error, mode", 4),
+        ("test/endpoint_rmse_mean", "RMS error, mean", 4),
+        ("test/energy_score", "energy score", 4),
+        ("train/steps", "steps", 0),
+        ("wall_s", "wall s", 1),
+    ],
 }
 COLUMNS = TABLES["sinusoid"]
 
 
 def run(recipe: str, seed: int, extra: list[str], run_dir: Path) -> dict[str, float]:
     """Train in a process of its own, in ``run_dir``; the metrics from the run's run.json."""
-    command = [str(Path(sys.executable).parent / "mdn-train"), f"experiment={recipe}", f"seed={seed}",
-               "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", *extra,
-               f"hydra.run.dir={run_dir}"]
+    command = [
+        str(Path(sys.executable).parent / "mdn-train"),
+        f"experiment={recipe}",
+        f"seed={seed}",
+        "callbacks.rich_progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        *extra,
+        f"hydra.run.dir={run_dir}",
+    ]
     start = time.perf_counter()
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -59,12 +75,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["seed_mdn_inverted", "mdn_inverted"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--table", choices=sorted(TABLES), default=None,
-                        help="columns to print (default: robot_arm for robot_arm_* recipes)")
+    parser.add_argument(
+        "--table",
+        choices=sorted(TABLES),
+        default=None,
+        help="columns to print (default: robot_arm for robot_arm_* recipes)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
-    preset = args.table or ("robot_arm" if all(r.startswith("robot_arm") for r in args.recipes)
-                            else "sinusoid")
+    preset = args.table or ("robot_arm" if all(r.startswith("robot_arm") for r in args.recipes) else "sinusoid")
     columns = TABLES[preset]
     out = REPO / os.environ.get("MDNLAB_LOG_DIR", "logs") / "compare"
     stamp = f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
@@ -75,8 +94,7 @@ def main() -> None:
             metrics = run(recipe, seed, args.overrides, out / stamp / f"{recipe}_seed{seed}")
             runs.append(metrics)
             rows.append((recipe, str(seed), metrics))
-            print(f"{recipe} seed={seed}: test/nll {metrics['test/nll']:.4f} "
-                  f"({metrics['wall_s']:.1f} s)", flush=True)
+            print(f"{recipe} seed={seed}: test/nll {metrics['test/nll']:.4f} ({metrics['wall_s']:.1f} s)", flush=True)
         mean = {key: statistics.mean(r[key] for r in runs) for key, _, _ in columns}
         rows.append((f"**{recipe}**", "mean", mean))
     text = table(rows, columns)

@@ -34,8 +34,20 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs" / "experiment" / "uci"
 sys.path.insert(0, str(REPO / "src"))
 
-FIELDS = ("set", "model", "split", "nll", "rmse", "crps", "coverage_90", "pit_ks", "steps", "val_nll", "seconds",
-          "checkpoint")
+FIELDS = (
+    "set",
+    "model",
+    "split",
+    "nll",
+    "rmse",
+    "crps",
+    "coverage_90",
+    "pit_ks",
+    "steps",
+    "val_nll",
+    "seconds",
+    "checkpoint",
+)
 PEER_MODELS = ("flow", "gaussian", "ngboost")
 
 
@@ -45,14 +57,23 @@ def recipe(name: str, folder: str = "", base: str = "uci") -> str:
     return f"uci/{folder}{name}" if (RECIPES / f"{folder}{name}.yaml").is_file() else base
 
 
-def run_multirun(root: Path, name: str, sweep: Path, overrides: list[str], what: str,
-                 experiment: str | None = None) -> float:
+def run_multirun(
+    root: Path, name: str, sweep: Path, overrides: list[str], what: str, experiment: str | None = None
+) -> float:
     """One mdn-train multirun (hydra/launcher=stacked) on set ``name`` with its recipe (or
     ``experiment``); its progress lines shown."""
     experiment = experiment or recipe(name)
-    command = [str(Path(sys.executable).parent / "mdn-train"), "-m", "hydra/launcher=stacked",
-               f"experiment={experiment}", f"data.root={root}", f"data.name={name}", "figures=false",
-               f"hydra.sweep.dir={sweep}", *overrides]
+    command = [
+        str(Path(sys.executable).parent / "mdn-train"),
+        "-m",
+        "hydra/launcher=stacked",
+        f"experiment={experiment}",
+        f"data.root={root}",
+        f"data.name={name}",
+        "figures=false",
+        f"hydra.sweep.dir={sweep}",
+        *overrides,
+    ]
     print(f"== {name} ({experiment}), {what} -> {sweep}", flush=True)
     start = time.perf_counter()
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as job:
@@ -68,8 +89,13 @@ def run_set(root: Path, name: str, members: int, out: Path, splits: int | None, 
 
     n = UCISet(str(root), name).n_splits() if splits is None else splits
     sizes = f"1,{members}" if members > 1 else "1"
-    return run_multirun(root, name, out / name, [f"data.split=range({n})", f"model.n_members={sizes}", *extra],
-                        f"{n} splits, {'single and ' + str(members) + '-member ensemble' if members > 1 else 'single'}")
+    return run_multirun(
+        root,
+        name,
+        out / name,
+        [f"data.split=range({n})", f"model.n_members={sizes}", *extra],
+        f"{n} splits, {'single and ' + str(members) + '-member ensemble' if members > 1 else 'single'}",
+    )
 
 
 def run_peer(root: Path, name: str, peer: str, out: Path, splits: int | None, extra: list[str]) -> float:
@@ -82,12 +108,23 @@ def run_peer(root: Path, name: str, peer: str, out: Path, splits: int | None, ex
         return uci_ngboost.run_set(root, name, out, splits)
     n = UCISet(str(root), name).n_splits() if splits is None else splits
     if peer == "flow":  # trains alone: a flow does not stack
-        return run_multirun(root, name, out / name / peer, [f"data.split=range({n})", *extra], f"{n} splits, flow",
-                            experiment=recipe(name, "flow/", "uci_flow"))
+        return run_multirun(
+            root,
+            name,
+            out / name / peer,
+            [f"data.split=range({n})", *extra],
+            f"{n} splits, flow",
+            experiment=recipe(name, "flow/", "uci_flow"),
+        )
     # the Gaussian deep ensemble: 5 one-component networks (Lakshminarayanan et al., 2017)
-    return run_multirun(root, name, out / name / peer, [f"data.split=range({n})", "model.n_gaussians=1",
-                                                         "model.n_members=5", *extra],
-                        f"{n} splits, Gaussian deep ensemble", experiment=recipe(name, "gaussian/"))
+    return run_multirun(
+        root,
+        name,
+        out / name / peer,
+        [f"data.split=range({n})", "model.n_gaussians=1", "model.n_members=5", *extra],
+        f"{n} splits, Gaussian deep ensemble",
+        experiment=recipe(name, "gaussian/"),
+    )
 
 
 def model_of(config: dict) -> str:
@@ -109,11 +146,22 @@ def rows_of(out: Path, name: str) -> list[dict]:
         m = data.get("metrics")
         if not m:
             continue
-        rows.append({"set": name, "model": model_of(data["config"]), "split": data["config"]["data.split"],
-                     "nll": m["test/nll"], "rmse": math.sqrt(m["test/mse"]), "crps": m["test/crps"],
-                     "coverage_90": m["test/coverage_90"], "pit_ks": m["test/pit_ks"], "steps": m["train/steps"],
-                     "val_nll": m["val/best_nll"], "seconds": data.get("fit_seconds") or 0.0,
-                     "checkpoint": data["tested_checkpoint"]})
+        rows.append(
+            {
+                "set": name,
+                "model": model_of(data["config"]),
+                "split": data["config"]["data.split"],
+                "nll": m["test/nll"],
+                "rmse": math.sqrt(m["test/mse"]),
+                "crps": m["test/crps"],
+                "coverage_90": m["test/coverage_90"],
+                "pit_ks": m["test/pit_ks"],
+                "steps": m["train/steps"],
+                "val_nll": m["val/best_nll"],
+                "seconds": data.get("fit_seconds") or 0.0,
+                "checkpoint": data["tested_checkpoint"],
+            }
+        )
     return sorted(rows + ngboost_rows(out, name), key=lambda r: (r["model"], r["split"]))
 
 
@@ -139,13 +187,22 @@ def main() -> None:
     parser.add_argument("--root", default=os.environ.get("MDNLAB_UCI_ROOT"), help="your UCI_Datasets folder")
     parser.add_argument("--sets", nargs="*", default=None, help="set names (default: all under the root)")
     parser.add_argument("--members", type=int, default=5, help="deep ensemble size (0: single MDN only)")
-    parser.add_argument("--peers", nargs="*", default=list(PEER_MODELS), choices=PEER_MODELS,
-                        help="the peers to run beside the MDN (default: all three; none: --peers)")
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=list(PEER_MODELS),
+        choices=PEER_MODELS,
+        help="the peers to run beside the MDN (default: all three; none: --peers)",
+    )
     parser.add_argument("--splits", type=int, default=None, help="only the first N splits (a quick look)")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "uci" / "latest")
     parser.add_argument("--report-only", action="store_true", help="train nothing: the tables from what --out holds")
-    parser.add_argument("--docs-table", type=Path, default=None,
-                        help="also write the tables here (docs/tables/uci.md: the docs page includes it)")
+    parser.add_argument(
+        "--docs-table",
+        type=Path,
+        default=None,
+        help="also write the tables here (docs/tables/uci.md: the docs page includes it)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run")
     args = parser.parse_args()
     root, sets = root_and_sets(args)
@@ -166,15 +223,19 @@ def main() -> None:
         writer.writerows(rows)
     tables = report(root, rows)
     timing = ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())
-    footer = (f"wall time {time.perf_counter() - start:.0f} s ({timing}) on {os.cpu_count()} cores" if seconds
-              else "(--report-only: rebuilt from the runs already there; their time is in that run's output)")
+    footer = (
+        f"wall time {time.perf_counter() - start:.0f} s ({timing}) on {os.cpu_count()} cores"
+        if seconds
+        else "(--report-only: rebuilt from the runs already there; their time is in that run's output)"
+    )
     (args.out / "results.md").write_text(f"{tables}\n\n{footer}\n")
     if args.docs_table:
         args.docs_table.parent.mkdir(parents=True, exist_ok=True)
         machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
         command = " ".join(sys.argv[1:]).replace(str(args.root), "<UCI root>")
-        args.docs_table.write_text(f"<!-- written by scripts/uci.py {command} ({machine}) -->\n\n"
-                                   f"{tables}\n\n{footer}\n")
+        args.docs_table.write_text(
+            f"<!-- written by scripts/uci.py {command} ({machine}) -->\n\n{tables}\n\n{footer}\n"
+        )
     print(tables, f"\n{footer}", f"\nwritten to {args.out}", sep="\n")
 
 

@@ -39,25 +39,41 @@ def fit_and_score(root: Path, name: str, split: int, rounds: int = ROUNDS) -> di
     data = UCIDataModule(str(root), name, split=split, seed=0, val_fraction=0.1)
     data.prepare_splits()
     (x, y), (x_val, y_val), (x_test, y_test) = (
-        tuple(t.double().numpy() for t in data.raw[s]) for s in ("train", "val", "test"))
+        tuple(t.double().numpy() for t in data.raw[s]) for s in ("train", "val", "test")
+    )
     start = time.perf_counter()
     tree = DecisionTreeRegressor(criterion="friedman_mse", max_depth=DEPTH, random_state=split)
-    boost = NGBRegressor(Dist=Normal, Base=tree, n_estimators=rounds, learning_rate=LEARNING_RATE,
-                         minibatch_frac=1.0, verbose=False, random_state=split)
+    boost = NGBRegressor(
+        Dist=Normal,
+        Base=tree,
+        n_estimators=rounds,
+        learning_rate=LEARNING_RATE,
+        minibatch_frac=1.0,
+        verbose=False,
+        random_state=split,
+    )
     boost.fit(x, y.ravel(), X_val=x_val, Y_val=y_val.ravel(), early_stopping_rounds=PATIENCE)
     best = boost.best_val_loss_itr if boost.best_val_loss_itr is not None else len(boost.base_models)
     seconds = time.perf_counter() - start
     val = boost.pred_dist(x_val, max_iter=best)
     test = boost.pred_dist(x_test, max_iter=best)
-    loc, scale = (torch.from_numpy(np.asarray(test.params[k], dtype=np.float64)).reshape(-1, 1)
-                  for k in ("loc", "scale"))
+    loc, scale = (
+        torch.from_numpy(np.asarray(test.params[k], dtype=np.float64)).reshape(-1, 1) for k in ("loc", "scale")
+    )
     predictive = Mixture(torch.zeros_like(loc), loc, scale)
     targets = torch.from_numpy(y_test).reshape(-1)
     metrics = {f"test/{k}": v for k, v in mixture_metrics(predictive, targets).items()}
     metrics["val/best_nll"] = float(-val.logpdf(y_val.ravel()).mean())
     metrics["train/steps"] = float(best)
-    return {"set": name, "split": split, "model": "ngboost", "metrics": metrics, "seconds": seconds,
-            "loc": loc.reshape(-1).tolist(), "scale": scale.reshape(-1).tolist()}
+    return {
+        "set": name,
+        "split": split,
+        "model": "ngboost",
+        "metrics": metrics,
+        "seconds": seconds,
+        "loc": loc.reshape(-1).tolist(),
+        "scale": scale.reshape(-1).tolist(),
+    }
 
 
 def run_set(root: Path, name: str, out: Path, splits: int | None) -> float:
@@ -77,8 +93,11 @@ def run_set(root: Path, name: str, out: Path, splits: int | None) -> float:
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(record))
         partial.replace(path)  # a split is recorded whole or not at all
-        print(f"   split {split}: test NLL {record['metrics']['test/nll']:.3f}, "
-              f"{int(record['metrics']['train/steps'])} rounds, {record['seconds']:.1f} s", flush=True)
+        print(
+            f"   split {split}: test NLL {record['metrics']['test/nll']:.3f}, "
+            f"{int(record['metrics']['train/steps'])} rounds, {record['seconds']:.1f} s",
+            flush=True,
+        )
     return time.perf_counter() - start
 
 

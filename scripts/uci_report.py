@@ -73,8 +73,14 @@ def paired_with_dropout(root: Path, name: str, mdn: list[dict]) -> str:
 
 def metric_table(rows: list[dict], metric: str, published: bool, root: Path | None = None) -> str:
     sets = sorted({r["set"] for r in rows})
-    head = ["data set (MDN picked)", "MDN single", "MDN ensemble", "MDN (picked)", *PEERS.values(),
-            *(f"MDN − {p}, paired (MDN better)" for p in PEERS.values())]
+    head = [
+        "data set (MDN picked)",
+        "MDN single",
+        "MDN ensemble",
+        "MDN (picked)",
+        *PEERS.values(),
+        *(f"MDN − {p}, paired (MDN better)" for p in PEERS.values()),
+    ]
     if published:
         head += ["deep ensembles (2017)", "NGBoost (2020)", "MC dropout (2018)", "MDN − MC dropout 2018, paired"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -164,8 +170,11 @@ def spikes(root: Path, rows: list[dict], name: str) -> dict:
             nll[method]["all"].append(row_nll.mean().item())
             if (~spiked).any():
                 nll[method]["kept"].append(row_nll[~spiked].mean().item())
-    return {"nll": nll, "share": statistics.mean(shares) if shares else 0.0,
-            "distinct": min(distinct) if distinct else 0}
+    return {
+        "nll": nll,
+        "share": statistics.mean(shares) if shares else 0.0,
+        "distinct": min(distinct) if distinct else 0,
+    }
 
 
 def spike_table(root: Path, rows: list[dict]) -> str:
@@ -184,14 +193,21 @@ def spike_table(root: Path, rows: list[dict]) -> str:
 
 def report(root: Path, rows: list[dict]) -> str:
     """Every table, as Markdown."""
-    parts = [("Test NLL (nats; lower is better), mean ± s.e. over the splits", metric_table(rows, "nll", True, root)),
-             ("Test RMSE", metric_table(rows, "rmse", False)),
-             ("Test CRPS (target units)", metric_table(rows, "crps", False)),
-             ("Seconds of training and scoring, all splits (a stack's wall time; the flows and NGBoost one "
-              "split after another)", time_table(rows)),
-             (f"Spikes: test rows whose target repeats in training and where a method's density is {SPIKE:g}× "
-              "higher than half-way to the next training value, left out for every method",
-              spike_table(root, rows))]
+    parts = [
+        ("Test NLL (nats; lower is better), mean ± s.e. over the splits", metric_table(rows, "nll", True, root)),
+        ("Test RMSE", metric_table(rows, "rmse", False)),
+        ("Test CRPS (target units)", metric_table(rows, "crps", False)),
+        (
+            "Seconds of training and scoring, all splits (a stack's wall time; the flows and NGBoost one "
+            "split after another)",
+            time_table(rows),
+        ),
+        (
+            f"Spikes: test rows whose target repeats in training and where a method's density is {SPIKE:g}× "
+            "higher than half-way to the next training value, left out for every method",
+            spike_table(root, rows),
+        ),
+    ]
     return "\n\n".join(f"{title}:\n\n{body}" for title, body in parts)
 
 
@@ -200,9 +216,22 @@ def ngboost_rows(out: Path, name: str) -> list[dict]:
     for path in sorted((out / name / "ngboost").glob("split_*.json")):
         record = json.loads(path.read_text())
         m = record["metrics"]
-        rows.append({"set": name, "model": "ngboost", "split": record["split"], "nll": m["test/nll"],
-                     "rmse": math.sqrt(m["test/mse"]), "crps": m["test/crps"], "coverage_90": m["test/coverage_90"],
-                     "pit_ks": m["test/pit_ks"], "steps": m["train/steps"], "val_nll": m["val/best_nll"],
-                     "seconds": record["seconds"], "checkpoint": str(path), "loc": record["loc"],
-                     "scale": record["scale"]})
+        rows.append(
+            {
+                "set": name,
+                "model": "ngboost",
+                "split": record["split"],
+                "nll": m["test/nll"],
+                "rmse": math.sqrt(m["test/mse"]),
+                "crps": m["test/crps"],
+                "coverage_90": m["test/coverage_90"],
+                "pit_ks": m["test/pit_ks"],
+                "steps": m["train/steps"],
+                "val_nll": m["val/best_nll"],
+                "seconds": record["seconds"],
+                "checkpoint": str(path),
+                "loc": record["loc"],
+                "scale": record["scale"],
+            }
+        )
     return rows

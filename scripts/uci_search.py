@@ -40,11 +40,21 @@ NOISE = ("noise", {"data.input_noise": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "data.t
 RATE = ("rate", {"model.optimizer.lr": (1e-3, 3e-3, 1e-2), "model.optimizer.weight_decay": (0.0, 1e-4)})
 STAGES = (
     ("size", {"model.hidden_size": (50, 100), "model.n_gaussians": (3, 5), "model.n_hidden_layers": (1, 2)}),
-    NOISE, RATE,
+    NOISE,
+    RATE,
 )
-BASE = {"data.input_noise": 0.0, "data.target_noise": 0.0, "model.hidden_size": 50, "model.n_gaussians": 3,
-        "model.n_hidden_layers": 1, "model.optimizer.lr": 3e-3, "model.optimizer.weight_decay": 0.0,
-        "model.n_members": 1, "data.batch_size": None, "data.passes_per_epoch": 100}
+BASE = {
+    "data.input_noise": 0.0,
+    "data.target_noise": 0.0,
+    "model.hidden_size": 50,
+    "model.n_gaussians": 3,
+    "model.n_hidden_layers": 1,
+    "model.optimizer.lr": 3e-3,
+    "model.optimizer.weight_decay": 0.0,
+    "model.n_members": 1,
+    "data.batch_size": None,
+    "data.passes_per_epoch": 100,
+}
 
 
 @dataclass(frozen=True)
@@ -64,12 +74,23 @@ class Family:
 # number of spline transforms.
 FAMILIES = {
     "mdn": Family(STAGES, BASE, "uci", ""),
-    "gaussian": Family(((STAGES[0][0], {k: v for k, v in STAGES[0][1].items() if k != "model.n_gaussians"}),
-                        NOISE, RATE), {**BASE, "model.n_gaussians": 1}, "uci", "gaussian/"),
-    "flow": Family((("size", {"model.hidden_size": (50, 100), "model.transforms": (1, 2),
-                              "model.n_hidden_layers": (1, 2)}), NOISE, RATE),
-                   {k: v for k, v in BASE.items() if k not in ("model.n_gaussians", "model.n_members")}
-                   | {"model.transforms": 1, "model.n_hidden_layers": 2}, "uci_flow", "flow/"),
+    "gaussian": Family(
+        ((STAGES[0][0], {k: v for k, v in STAGES[0][1].items() if k != "model.n_gaussians"}), NOISE, RATE),
+        {**BASE, "model.n_gaussians": 1},
+        "uci",
+        "gaussian/",
+    ),
+    "flow": Family(
+        (
+            ("size", {"model.hidden_size": (50, 100), "model.transforms": (1, 2), "model.n_hidden_layers": (1, 2)}),
+            NOISE,
+            RATE,
+        ),
+        {k: v for k, v in BASE.items() if k not in ("model.n_gaussians", "model.n_members")}
+        | {"model.transforms": 1, "model.n_hidden_layers": 2},
+        "uci_flow",
+        "flow/",
+    ),
 }
 # torch.compile costs ~10 s a stack and saves ~40% a step from about 16 networks up (make bench):
 # the search's small stacks (5 splits of one candidate) train eager
@@ -101,8 +122,9 @@ def scores(sweep: Path, keys: list[str], splits: int) -> dict[tuple, float]:
     return {c: statistics.mean(v) if len(v) == splits else math.inf for c, v in per_candidate.items()}
 
 
-def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str], extra: list[str],
-               family: Family = FAMILIES["mdn"]) -> tuple[dict, list[str], int]:
+def search_set(
+    root: Path, name: str, splits: int, out: Path, stages: list[str], extra: list[str], family: Family = FAMILIES["mdn"]
+) -> tuple[dict, list[str], int]:
     from mdnlab.problems import UCISet
 
     uci = UCISet(str(root), name)
@@ -117,14 +139,18 @@ def search_set(root: Path, name: str, splits: int, out: Path, stages: list[str],
         fixed = [override(k, v) for k, v in choice.items() if k not in grid]
         axes = [f"{k}={','.join(str(v) for v in values)}" for k, values in grid.items()]
         sweep = out / name / f"{index}_{stage}"
-        from mdnlab.training.stacks import STACKABLE
+        from mdnlab.training.stack_plan import STACKABLE
 
         networks = splits * math.prod(len(v) for k, v in grid.items() if k in STACKABLE)  # in a stack
         compile_ = [] if networks >= COMPILE_FROM else ["hydra.launcher.compile=false"]
-        seconds = run_multirun(root, name, sweep, ["data.search=true", f"data.split=range({splits})", *fixed, *axes,
-                                                   *compile_, *extra],
-                               f"search stage {stage}: {math.prod(map(len, grid.values()))} candidates × {splits} "
-                               "splits", experiment=family.experiment)
+        seconds = run_multirun(
+            root,
+            name,
+            sweep,
+            ["data.search=true", f"data.split=range({splits})", *fixed, *axes, *compile_, *extra],
+            f"search stage {stage}: {math.prod(map(len, grid.values()))} candidates × {splits} splits",
+            experiment=family.experiment,
+        )
         table = sorted(scores(sweep, keys, splits).items(), key=lambda item: item[1])
         best, best_nll = table[0]
         if not math.isfinite(best_nll):
@@ -141,13 +167,19 @@ def write_recipe(name: str, choice: dict, log: list[str], splits: int, path: Pat
     nested = OmegaConf.create({"data": {"name": name}})
     for key, value in choice.items():
         OmegaConf.update(nested, key, value)
-    header = [f"# {name}: chosen by scripts/uci_search.py ({time.strftime('%Y-%m-%d')}) on validation only:",
-              f"# training splits 0-{splits - 1} with data.search=true (test rows left out; 10% of the training",
-              "# rows validate, another 10% score), mean stand-in NLL per candidate, stages in order:"]
+    header = [
+        f"# {name}: chosen by scripts/uci_search.py ({time.strftime('%Y-%m-%d')}) on validation only:",
+        f"# training splits 0-{splits - 1} with data.search=true (test rows left out; 10% of the training",
+        "# rows validate, another 10% score), mean stand-in NLL per candidate, stages in order:",
+    ]
     body = OmegaConf.to_yaml(nested)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# @package _global_\n" + "\n".join(header + [f"#   {line}" for line in log]) +
-                    f"\ndefaults:\n  - /experiment/{experiment}\n\n" + body)
+    path.write_text(
+        "# @package _global_\n"
+        + "\n".join(header + [f"#   {line}" for line in log])
+        + f"\ndefaults:\n  - /experiment/{experiment}\n\n"
+        + body
+    )
 
 
 def main() -> None:
@@ -157,10 +189,19 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5, help="training splits each candidate is scored on")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "uci" / "search")
     parser.add_argument("--recipes", type=Path, default=RECIPES, help="where the chosen recipes are written")
-    parser.add_argument("--family", default="mdn", choices=list(FAMILIES),
-                        help="mdn, or a peer: gaussian (the deep ensemble's network), flow")
-    parser.add_argument("--stages", nargs="*", default=[s for s, _ in STAGES], choices=[s for s, _ in STAGES],
-                        help="stages to run (the others keep the base recipe's values)")
+    parser.add_argument(
+        "--family",
+        default="mdn",
+        choices=list(FAMILIES),
+        help="mdn, or a peer: gaussian (the deep ensemble's network), flow",
+    )
+    parser.add_argument(
+        "--stages",
+        nargs="*",
+        default=[s for s, _ in STAGES],
+        choices=[s for s, _ in STAGES],
+        help="stages to run (the others keep the base recipe's values)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run (e.g. a shorter test)")
     args = parser.parse_args()
     root, sets = root_and_sets(args)

@@ -14,8 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # Small enough to run in seconds, big enough to learn something.
-FAST = ["trainer.max_epochs=3", "data.passes_per_epoch=20", "data.n_test=500",
-        "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
+FAST = [
+    "trainer.max_epochs=3",
+    "data.passes_per_epoch=20",
+    "data.n_test=500",
+    "callbacks.rich_progress_bar=null",
+    "trainer.enable_progress_bar=false",
+]
 # The default recipe trains on all of its points; these give it a validation split back (val
 # curves, early stopping, the best checkpoint), as a search or a validation study would.
 VALIDATED = ["data.train_fraction=0.9", "data.val_fraction=0.1", "test_checkpoint=best"]
@@ -29,8 +34,9 @@ def compose_train(tmp_path: Path, overrides=(), config_name="train"):
 def run_cli(args, tmp_path, timeout=300, check=True, cwd=REPO, env=None):
     """Run a console script in a subprocess with logs under tmp_path."""
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path), "PYTHONWARNINGS": "ignore", **(env or {})}
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -41,8 +47,9 @@ def run_main(tool: str, args, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
     interpreter start-up, so cheaper than run_cli): (exit status, stderr)."""
     import importlib
 
-    module = importlib.import_module({"mdn-train": "mdnlab.cli.train", "mdn-eval": "mdnlab.cli.evaluate",
-                                      "mdn-sample": "mdnlab.cli.sample"}[tool])
+    module = importlib.import_module(
+        {"mdn-train": "mdnlab.cli.train", "mdn-eval": "mdnlab.cli.evaluate", "mdn-sample": "mdnlab.cli.sample"}[tool]
+    )
     monkeypatch.setenv("MDNLAB_LOG_DIR", str(tmp_path))
     monkeypatch.setattr(sys, "argv", [tool, *args])
     GlobalHydra.instance().clear()

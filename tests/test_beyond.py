@@ -43,6 +43,7 @@ def write_csv(path: Path, n=300, seed=0, bad=None):
 
 # ---- your own data -----------------------------------------------------------------------------
 
+
 def test_csv_and_npz_load_the_same_columns(tmp_path):
     csv_path = write_csv(tmp_path / "data.csv")
     x, t = load(csv_path, ["a", "b"], ["c"])
@@ -52,17 +53,20 @@ def test_csv_and_npz_load_the_same_columns(tmp_path):
     assert torch.equal(x, x2) and torch.equal(t, t2)
 
 
-@pytest.mark.parametrize("case, key, words", [
-    ("missing file", "data.path", "no file at that path"),
-    ("wrong suffix", "data.path", ".csv or .npz"),
-    ("missing column", "data.inputs", "a column of"),
-    ("missing target", "data.targets", "a column of"),
-    ("non-numeric", "data.path", "numbers in column 'c' (row 5 holds 'abc')"),
-    ("NaN", "data.path", "finite numbers in column 'c' (row 7 holds 'nan'"),
-    ("empty cell", "data.path", "numbers in column 'c' (row 3 holds '')"),
-    ("too few rows", "data.path", "enough rows"),
-    ("target is input", "data.targets", "not also an input"),
-])
+@pytest.mark.parametrize(
+    "case, key, words",
+    [
+        ("missing file", "data.path", "no file at that path"),
+        ("wrong suffix", "data.path", ".csv or .npz"),
+        ("missing column", "data.inputs", "a column of"),
+        ("missing target", "data.targets", "a column of"),
+        ("non-numeric", "data.path", "numbers in column 'c' (row 5 holds 'abc')"),
+        ("NaN", "data.path", "finite numbers in column 'c' (row 7 holds 'nan'"),
+        ("empty cell", "data.path", "numbers in column 'c' (row 3 holds '')"),
+        ("too few rows", "data.path", "enough rows"),
+        ("target is input", "data.targets", "not also an input"),
+    ],
+)
 def test_bad_tables_get_one_clear_error(tmp_path, case, key, words):
     path, inputs, targets = tmp_path / "data.csv", ["a", "b"], ["c"]
     if case == "missing file":
@@ -93,12 +97,15 @@ def test_bad_tables_get_one_clear_error(tmp_path, case, key, words):
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("case, words", [
-    ("latin-1", "a UTF-8 text CSV file"),
-    ("duplicate header", "unique column names ('a' appears 2 times"),
-    ("ragged after blank", "(line 4 has 2)"),
-    ("object npz", "numeric arrays ('a'"),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("latin-1", "a UTF-8 text CSV file"),
+        ("duplicate header", "unique column names ('a' appears 2 times"),
+        ("ragged after blank", "(line 4 has 2)"),
+        ("object npz", "numeric arrays ('a'"),
+    ],
+)
 def test_more_bad_files_get_one_clear_error(tmp_path, case, words):
     path = tmp_path / ("data.npz" if case == "object npz" else "data.csv")
     if case == "latin-1":
@@ -124,12 +131,16 @@ def test_byte_order_mark_and_numeric_headers_are_read(tmp_path):
 def test_bad_table_on_the_command_line_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
-    status, err = run_main("mdn-train", ["data=table", f"data.path={tmp_path / 'data.csv'}", "data.inputs=[a,zz]",
-                                         "data.targets=[c]", *quiet], tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-train",
+        ["data=table", f"data.path={tmp_path / 'data.csv'}", "data.inputs=[a,zz]", "data.targets=[c]", *quiet],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     assert status == 2
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == ["error: data.inputs='zz' is not allowed: a column of "
-                     f"{tmp_path / 'data.csv'}: a, b, c, d, note"]
+    assert lines == [f"error: data.inputs='zz' is not allowed: a column of {tmp_path / 'data.csv'}: a, b, c, d, note"]
     assert not (tmp_path / "train").exists()  # no run directory, no empty folders
     status, err = run_main("mdn-train", ["data=table", *quiet], tmp_path, monkeypatch, capsys)
     assert status == 2 and "data.path" in err
@@ -137,13 +148,30 @@ def test_bad_table_on_the_command_line_exits_2_with_one_line(tmp_path, monkeypat
 
 def test_training_on_a_csv_with_two_targets(tmp_path):
     path = write_csv(tmp_path / "data.csv")
-    cfg = compose_train(tmp_path, ["data=table", f"data.path={path}", "data.inputs=[a,b]",
-                                   "data.targets=[c,d]", "model.n_gaussians=3", "trainer.max_epochs=4",
-                                   "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"])
+    cfg = compose_train(
+        tmp_path,
+        [
+            "data=table",
+            f"data.path={path}",
+            "data.inputs=[a,b]",
+            "data.targets=[c,d]",
+            "model.n_gaussians=3",
+            "trainer.max_epochs=4",
+            "callbacks.rich_progress_bar=null",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
     metrics = train(cfg)
     assert metrics["test/n_points"] == 30
-    for key in ("test/nll", "test/energy_score", "test/crps", "test/crps_1", "test/coverage_90",
-                "test/mae_mode", "test/pit_ks"):
+    for key in (
+        "test/nll",
+        "test/energy_score",
+        "test/crps",
+        "test/crps_1",
+        "test/coverage_90",
+        "test/mae_mode",
+        "test/pit_ks",
+    ):
         assert math.isfinite(metrics[key]), key
     assert "test/oracle_nll" not in metrics  # no oracle for the user's own data
     figures = {p.stem for p in (tmp_path / "run" / "figures").glob("*.png")}
@@ -153,24 +181,50 @@ def test_training_on_a_csv_with_two_targets(tmp_path):
 def test_one_input_two_targets_sample_without_the_training_file(tmp_path, monkeypatch, capsys):
     path = write_csv(tmp_path / "data.csv")
     quiet = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
-    assert run_main("mdn-train", ["data=table", f"data.path={path}", "data.inputs=[a]", "data.targets=[c,d]",
-                                  "model.covariance=full", "trainer.max_epochs=2", "data.passes_per_epoch=5",
-                                  "figures=false", *quiet], tmp_path, monkeypatch, capsys)[0] == 0
+    assert (
+        run_main(
+            "mdn-train",
+            [
+                "data=table",
+                f"data.path={path}",
+                "data.inputs=[a]",
+                "data.targets=[c,d]",
+                "model.covariance=full",
+                "trainer.max_epochs=2",
+                "data.passes_per_epoch=5",
+                "figures=false",
+                *quiet,
+            ],
+            tmp_path,
+            monkeypatch,
+            capsys,
+        )[0]
+        == 0
+    )
     run_dir = Path(run_record(tmp_path)["run_dir"])
     tested = run_record(tmp_path)["tested_checkpoint"]
     assert "best-" in tested  # the table has a validation split, so auto picks the best
     path.unlink()  # sampling needs the checkpoint only
     for inputs in ("inputs=[0.5,0.3]", "inputs=[[0.5],[0.3]]"):
-        assert run_main("mdn-sample", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs,
-                                       "n_samples=20"], tmp_path, monkeypatch, capsys)[0] == 0
+        assert (
+            run_main(
+                "mdn-sample",
+                [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", inputs, "n_samples=20"],
+                tmp_path,
+                monkeypatch,
+                capsys,
+            )[0]
+            == 0
+        )
         saved = np.load(run_record(tmp_path, "sample")["files"][0])
         assert saved["samples"].shape == (2, 20, 2) and saved["scale"].shape == (2, 5, 2, 2)
 
 
 def test_training_on_a_csv_with_one_input_and_target_draws_the_seven_figures(tmp_path):
     path = write_csv(tmp_path / "data.csv")
-    cfg = compose_train(tmp_path, ["data=table", f"data.path={path}", "data.inputs=[b]",
-                                   "data.targets=[d]", "trainer.max_epochs=2"])
+    cfg = compose_train(
+        tmp_path, ["data=table", f"data.path={path}", "data.inputs=[b]", "data.targets=[d]", "trainer.max_epochs=2"]
+    )
     metrics = train(cfg)
     assert math.isfinite(metrics["test/crps"]) and "test/oracle_nll" not in metrics
     assert len(list((tmp_path / "run" / "figures").glob("*.png"))) == 7
@@ -178,19 +232,26 @@ def test_training_on_a_csv_with_one_input_and_target_draws_the_seven_figures(tmp
 
 # ---- several targets -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("covariance", ["diag", "full"])
 @pytest.mark.parametrize("members", [1, 3])
 def test_mdn_with_two_targets_matches_torch_distributions_in_original_units(covariance, members):
     torch.manual_seed(0)
-    model = MixtureDensityNetwork(input_dim=3, target_dim=2, n_gaussians=4, covariance=covariance,
-                                  n_members=members).double()
-    model.set_standardizer({"input_mean": torch.tensor([1.0, 2, 3]), "input_std": torch.tensor([2.0, 1, 3]),
-                            "target_mean": torch.tensor([-1.0, 5]), "target_std": torch.tensor([0.5, 4.0])})
+    model = MixtureDensityNetwork(
+        input_dim=3, target_dim=2, n_gaussians=4, covariance=covariance, n_members=members
+    ).double()
+    model.set_standardizer(
+        {
+            "input_mean": torch.tensor([1.0, 2, 3]),
+            "input_std": torch.tensor([2.0, 1, 3]),
+            "target_mean": torch.tensor([-1.0, 5]),
+            "target_std": torch.tensor([0.5, 4.0]),
+        }
+    )
     x, t = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
     logits, mu, scale = model.predictive_mixture(x)
     assert logits.shape == (16, 4 * members) and mu.shape == (16, 4 * members, 2)
-    components = (MultivariateNormal(mu, scale_tril=scale) if covariance == "full"
-                  else Independent(Normal(mu, scale), 1))
+    components = MultivariateNormal(mu, scale_tril=scale) if covariance == "full" else Independent(Normal(mu, scale), 1)
     reference = MixtureSameFamily(Categorical(logits=logits), components).log_prob(t)
     torch.testing.assert_close(mvmixture.log_prob(logits, mu, scale, t), reference)
     # the logged NLL (standardised NLL + Σ log σ_target) is the NLL in original units
@@ -220,14 +281,21 @@ def test_full_covariance_learns_correlated_noise_better_than_diagonal():
 
 def test_mse_with_two_targets_minimises_mse_in_original_units():
     model = MSERegression(input_dim=1, target_dim=2)
-    model.set_standardizer({"input_mean": torch.zeros(1), "input_std": torch.ones(1),
-                            "target_mean": torch.zeros(2), "target_std": torch.tensor([1.0, 10.0])})
+    model.set_standardizer(
+        {
+            "input_mean": torch.zeros(1),
+            "input_std": torch.ones(1),
+            "target_mean": torch.zeros(2),
+            "target_std": torch.tensor([1.0, 10.0]),
+        }
+    )
     x, ts = torch.randn(50, 1), torch.randn(50, 2)
     residual = (model(x) - ts) * model.target_std
     torch.testing.assert_close(model.to_original_units(model.loss(x, ts)), residual.square().mean())
 
 
 # ---- the robot arm -----------------------------------------------------------------------------
+
 
 def test_robot_arm_kinematics_round_trip():
     arm = RobotArm()
@@ -260,12 +328,18 @@ def test_robot_arm_defaults_are_config_keys(tmp_path):
 
 @pytest.mark.slow
 def test_robot_arm_mdn_beats_least_squares_on_end_effector_error(tmp_path):
-    short = ["data.passes_per_epoch=500", "trainer.max_epochs=8", "callbacks.early_stopping=null",
-             "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", "figures=false"]
+    short = [
+        "data.passes_per_epoch=500",
+        "trainer.max_epochs=8",
+        "callbacks.early_stopping=null",
+        "callbacks.rich_progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "figures=false",
+    ]
     mdn = train(compose_train(tmp_path / "mdn", ["experiment=robot_arm_mdn", *short]))
     mse = train(compose_train(tmp_path / "mse", ["experiment=robot_arm_mse", *short]))
     assert mse["test/endpoint_rmse_mode"] == mse["test/endpoint_rmse_mean"]  # one component
-    assert mse["test/endpoint_rmse_mean"] > 0.05           # averages the two elbows
+    assert mse["test/endpoint_rmse_mean"] > 0.05  # averages the two elbows
     assert mdn["test/endpoint_rmse_mode"] < 0.5 * mse["test/endpoint_rmse_mean"]
     assert mdn["test/nll"] < mse["test/nll"] - 2
 
@@ -278,8 +352,13 @@ def test_robot_arm_figures_and_sampling_from_a_checkpoint(tmp_path, monkeypatch,
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert {"test/endpoint_rmse_mode", "test/endpoint_rmse_mean", "test/energy_score"} <= set(metrics)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    run_main("mdn-sample", [f"ckpt_path={ckpt}", "inputs=[[0.5,0.4],[0.3,0.6]]", "n_samples=50"], tmp_path,
-             monkeypatch, capsys)
+    run_main(
+        "mdn-sample",
+        [f"ckpt_path={ckpt}", "inputs=[[0.5,0.4],[0.3,0.6]]", "n_samples=50"],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     saved = np.load(run_record(tmp_path, "sample")["files"][0])
     assert saved["samples"].shape == (2, 50, 2) and saved["mu"].shape == (2, 2, 2)
     assert saved["most_probable_mode"].shape == (2, 2) and saved["marginal_density"].shape == (2, 2, 200)

@@ -25,25 +25,39 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HOW = "sudo apt-get install --no-install-recommends slurmctld slurmd slurm-client munge"
 # 6 epochs of 250 steps (~0.5 s an epoch here): long enough to signal a job mid-run
-JOB = ["trainer.max_epochs=6", "data.passes_per_epoch=250", "data.n_test=500", "figures=false",
-       "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
-ON_SLURM = ["hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=1",
-            "hydra.launcher.timeout_min=10"]
+JOB = [
+    "trainer.max_epochs=6",
+    "data.passes_per_epoch=250",
+    "data.n_test=500",
+    "figures=false",
+    "callbacks.rich_progress_bar=null",
+    "trainer.enable_progress_bar=false",
+]
+ON_SLURM = ["hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    missing = [b for b in ("slurmctld", "slurmd", "sbatch", "munged")
-               if not shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin")]
-    why = (f"SLURM is not installed ({', '.join(missing)} missing): {HOW}" if missing
-           else "starting a SLURM cluster needs root" if os.geteuid() != 0 else None)
+    missing = [
+        b
+        for b in ("slurmctld", "slurmd", "sbatch", "munged")
+        if not shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin")
+    ]
+    why = (
+        f"SLURM is not installed ({', '.join(missing)} missing): {HOW}"
+        if missing
+        else "starting a SLURM cluster needs root"
+        if os.geteuid() != 0
+        else None
+    )
     if why:
         if os.environ.get("MDNLAB_REQUIRE_SLURM") == "1":
             pytest.fail(why)
         pytest.skip(why)
     where = Path(tempfile.mkdtemp(prefix="mdnlab-slurm-"))  # not under pytest's 0700 folder: munged must reach it
-    started = subprocess.run(["bash", str(REPO / "scripts/slurm_cluster.sh"), "start", str(where)],
-                             capture_output=True, text=True)
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts/slurm_cluster.sh"), "start", str(where)], capture_output=True, text=True
+    )
     assert started.returncode == 0, started.stderr
     env = {**os.environ, "SLURM_CONF": str(where / "slurm.conf"), "PATH": os.environ["PATH"] + ":/usr/sbin"}
     yield env
@@ -60,18 +74,30 @@ def alone(cluster, tmp_path_factory):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sacct" not in done.stderr and "Traceback" not in done.stderr
     runs = job_metrics(where / "sweep")
-    subprocess.run([str(BIN / "mdn-train"), *JOB, "seed=1", f"hydra.run.dir={where / 'here'}"], check=True,
-                   capture_output=True, cwd=where)
+    subprocess.run(
+        [str(BIN / "mdn-train"), *JOB, "seed=1", f"hydra.run.dir={where / 'here'}"],
+        check=True,
+        capture_output=True,
+        cwd=where,
+    )
     assert json.loads((where / "here" / "metrics.json").read_bytes())["metrics"] == json.loads(runs[1])["metrics"]
     return runs
 
 
 def sweep(env, where: Path, *overrides, background=False, launcher="slurm"):
-    command = [str(BIN / "mdn-train"), "-m", f"hydra/launcher={launcher}", *ON_SLURM, *JOB, f"hydra.sweep.dir={where}",
-               *overrides]
+    command = [
+        str(BIN / "mdn-train"),
+        "-m",
+        f"hydra/launcher={launcher}",
+        *ON_SLURM,
+        *JOB,
+        f"hydra.sweep.dir={where}",
+        *overrides,
+    ]
     if background:
-        return subprocess.Popen(command, env=env, cwd=where.parent, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            command, env=env, cwd=where.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     return subprocess.run(command, env=env, cwd=where.parent, capture_output=True, text=True, timeout=600)
 
 
@@ -130,7 +156,7 @@ def test_submit_and_go_then_mdn_report_follows_the_jobs(cluster, alone, tmp_path
     report = [str(BIN / "mdn-report"), str(where)]
     early = subprocess.run(report, env=cluster, capture_output=True, text=True, check=True)
     [line] = [line for line in early.stdout.splitlines() if line.startswith("jobs: ")]
-    counts = {state: int(n) for n, state in (part.split() for part in line[len("jobs: "):].split(", "))}
+    counts = {state: int(n) for n, state in (part.split() for part in line[len("jobs: ") :].split(", "))}
     assert sum(counts.values()) == 2 and counts.get("queued", 0) + counts.get("running", 0) >= 1, line
     deadline = time.monotonic() + 300
     while len(job_metrics(where)) < 2 and time.monotonic() < deadline:
@@ -160,8 +186,12 @@ def test_a_preempted_job_is_requeued_and_loses_nothing(cluster, alone, tmp_path,
     grace time (debug_grace), and resumes once the node is free."""
     process = sweep(cluster, tmp_path / "sweep", "seed=1", f"hydra.launcher.partition={partition}", background=True)
     running_job(cluster, tmp_path / "sweep")
-    subprocess.run(["sbatch", "-p", "urgent", "-c", "2", "-o", os.devnull, "--wrap", "sleep 1"], env=cluster,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["sbatch", "-p", "urgent", "-c", "2", "-o", os.devnull, "--wrap", "sleep 1"],
+        env=cluster,
+        check=True,
+        capture_output=True,
+    )
     status, err = finished(process)
     assert status == 0, err[-2000:]
     assert job_metrics(tmp_path / "sweep") == {1: alone[1]}
@@ -173,11 +203,22 @@ def test_a_job_reaching_its_time_limit_is_requeued_and_loses_nothing(cluster, al
     needs ~35 s (SLURM checks limits about every 30 s), submitit requeues the job, and a later
     attempt finishes with the metrics of the same job run here without SLURM."""
     longer = "trainer.max_epochs=50"
-    done = sweep(cluster, tmp_path / "sweep", "seed=0", "hydra.launcher.timeout_min=1",
-                 "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=8", longer)
+    done = sweep(
+        cluster,
+        tmp_path / "sweep",
+        "seed=0",
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=40",
+        "hydra.launcher.max_num_timeout=8",
+        longer,
+    )
     status, err = done.returncode, done.stderr
-    subprocess.run([str(BIN / "mdn-train"), *JOB, "seed=0", longer, f"hydra.run.dir={tmp_path / 'here'}"],
-                   check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [str(BIN / "mdn-train"), *JOB, "seed=0", longer, f"hydra.run.dir={tmp_path / 'here'}"],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     assert status == 0, err[-2000:]
     assert "Traceback" not in err
     [log] = (tmp_path / "sweep" / ".submitit").glob("*/*_0_log.err")
@@ -219,13 +260,24 @@ def test_a_job_dropped_without_a_result_ends_the_sweep(cluster, tmp_path):
 def test_ddp_as_two_srun_tasks_equals_ddp_cpu_here(cluster, tmp_path):
     """trainer=ddp on CPUs with two tasks: srun starts the ranks (Lightning's SLURM environment),
     as on a GPU cluster; the metrics are those of trainer=ddp_cpu (two spawned ranks) here."""
-    done = sweep(cluster, tmp_path / "sweep", "seed=0", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                 "hydra.launcher.cpus_per_task=1")
+    done = sweep(
+        cluster,
+        tmp_path / "sweep",
+        "seed=0",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "hydra.launcher.cpus_per_task=1",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [rank_1] = (tmp_path / "sweep" / ".submitit").glob("*/*_1_log.out")
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank_1.read_text()
-    subprocess.run([str(BIN / "mdn-train"), *JOB, "seed=0", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'here'}"],
-                   check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [str(BIN / "mdn-train"), *JOB, "seed=0", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'here'}"],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     [metrics] = job_metrics(tmp_path / "sweep").values()
     assert json.loads(metrics)["metrics"] == json.loads((tmp_path / "here" / "metrics.json").read_bytes())["metrics"]
 
@@ -240,8 +292,12 @@ LONGER = "trainer.max_epochs=40"  # ~30 s a stack of three here: long enough for
 def stacked_here(cluster, tmp_path_factory):
     """The three seeds' metrics.json as hydra/launcher=stacked leaves them on this machine."""
     where = tmp_path_factory.mktemp("stacked") / "sweep"
-    subprocess.run([str(BIN / "mdn-train"), "-m", "hydra/launcher=stacked", *JOB, *STACKED, LONGER,
-                    f"hydra.sweep.dir={where}"], check=True, capture_output=True, cwd=where.parent)
+    subprocess.run(
+        [str(BIN / "mdn-train"), "-m", "hydra/launcher=stacked", *JOB, *STACKED, LONGER, f"hydra.sweep.dir={where}"],
+        check=True,
+        capture_output=True,
+        cwd=where.parent,
+    )
     return job_metrics(where)
 
 
@@ -272,8 +328,13 @@ def test_a_requeued_stack_resumes_at_the_step_it_stopped(cluster, stacked_here, 
 def test_a_stack_reaching_its_time_limit_resumes(cluster, stacked_here, tmp_path):
     """USR2 40 s before a one-minute limit: the stack saves its state and submitit requeues
     its job (StackTask.checkpoint); the next attempt resumes and finishes."""
-    done = stacked_sweep(cluster, tmp_path / "sweep", "hydra.launcher.timeout_min=1",
-                         "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=8")
+    done = stacked_sweep(
+        cluster,
+        tmp_path / "sweep",
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=40",
+        "hydra.launcher.max_num_timeout=8",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     [log] = (tmp_path / "sweep" / ".submitit").glob("*/*_0_log.err")

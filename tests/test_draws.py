@@ -32,13 +32,35 @@ def test_words_are_splitmix64_of_the_counter_exactly():
 # float32 bits of draws.normals for keys of (seed, rank, epoch) = (0, 0, 0) and (7, 1, 3) at steps 0
 # and 5, six normals each. The same call on a GPU must give these bits (scripts/gpu_check.sh).
 STORED_NORMALS = [
-    0xbf035e8a, 0xbf23d013, 0xbec14385, 0xbe6e3649, 0x3f1b74a9, 0xbe55dcc9,
-    0x3f328997, 0x3ea9c08b, 0x3e487f31, 0xbf469377, 0xbaa28ca2, 0xbfa4b286,
-    0x3edb2458, 0x3e9e89c1, 0xbf72aade, 0xbf7830ba, 0x3fe32786, 0x3f574ae1,
-    0xbf28f896, 0x3f6dcc79, 0xbf57dbd7, 0xbe56cc80, 0xbf94832d, 0x3fc0dc6a,
+    0xBF035E8A,
+    0xBF23D013,
+    0xBEC14385,
+    0xBE6E3649,
+    0x3F1B74A9,
+    0xBE55DCC9,
+    0x3F328997,
+    0x3EA9C08B,
+    0x3E487F31,
+    0xBF469377,
+    0xBAA28CA2,
+    0xBFA4B286,
+    0x3EDB2458,
+    0x3E9E89C1,
+    0xBF72AADE,
+    0xBF7830BA,
+    0x3FE32786,
+    0x3F574AE1,
+    0xBF28F896,
+    0x3F6DCC79,
+    0xBF57DBD7,
+    0xBE56CC80,
+    0xBF94832D,
+    0x3FC0DC6A,
 ]
-STORED_PERMUTATIONS = [[[3, 6, 7, 4, 1, 5, 2, 0], [7, 4, 1, 3, 6, 0, 2, 5]],
-                       [[0, 7, 3, 4, 2, 1, 5, 6], [3, 2, 1, 5, 4, 7, 0, 6]]]
+STORED_PERMUTATIONS = [
+    [[3, 6, 7, 4, 1, 5, 2, 0], [7, 4, 1, 3, 6, 0, 2, 5]],
+    [[0, 7, 3, 4, 2, 1, 5, 6], [3, 2, 1, 5, 4, 7, 0, 6]],
+]
 
 
 def stored_draws(device="cpu"):
@@ -102,8 +124,11 @@ def test_a_model_alone_in_a_stack_and_resumed_draws_the_same():
     served after a resume (epoch_of) is the uninterrupted run's, for full and mini batches."""
     g = torch.Generator().manual_seed(0)
     pairs = [(torch.randn(50, 2, generator=g), torch.randn(50, 1, generator=g)) for _ in range(3)]
-    settings = [dict(seed=0, input_noise=0.1, target_noise=0.2), dict(seed=5, input_noise=0.0, target_noise=0.3),
-                dict(seed=9, input_noise=0.0, target_noise=0.0)]
+    settings = [
+        dict(seed=0, input_noise=0.1, target_noise=0.2),
+        dict(seed=5, input_noise=0.0, target_noise=0.3),
+        dict(seed=9, input_noise=0.0, target_noise=0.0),
+    ]
     for common in [dict(batch_size=16, repeats=2, shuffle=True), dict(batch_size=None, repeats=3)]:
         alone, stack = _loaders(pairs, settings, **common), StackedBatches(_loaders(pairs, settings, **common))
         epochs = [[list(loader) for loader in alone] for _ in range(3)]
@@ -126,8 +151,9 @@ def _count_operations(n_models: int, monkeypatch) -> int:
     monkeypatch.setattr("mdnlab.data.batches.CHUNK_ELEMENTS", 1)  # one step drawn per call, whatever S
     torch.manual_seed(0)
     x = torch.randn(100, 1)
-    loaders = [TensorBatches(x, torch.sin(x), repeats=4, seed=s, input_noise=0.1, target_noise=0.1)
-               for s in range(n_models)]
+    loaders = [
+        TensorBatches(x, torch.sin(x), repeats=4, seed=s, input_noise=0.1, target_noise=0.1) for s in range(n_models)
+    ]
     stack = StackedMDN([MixtureDensityNetwork(hidden_size=8) for _ in range(n_models)])
     optimizer = StackedAdam(stack.parameters(), torch.full((n_models,), 1e-3), torch.zeros(n_models), 1)
     batches = iter(StackedBatches(loaders))
@@ -137,8 +163,11 @@ def _count_operations(n_models: int, monkeypatch) -> int:
         stack.training_losses(inputs, targets).sum().backward()
         optimizer.step()
         optimizer.zero_grad()
-    return sum(1 for event in profile.events() if event.name.startswith("aten::")
-               and not (event.cpu_parent and event.cpu_parent.name.startswith("aten::")))
+    return sum(
+        1
+        for event in profile.events()
+        if event.name.startswith("aten::") and not (event.cpu_parent and event.cpu_parent.name.startswith("aten::"))
+    )
 
 
 def test_a_stacked_step_runs_as_many_operations_for_4_models_as_for_256(monkeypatch):

@@ -20,12 +20,14 @@ QUICK = [*FAST, "figures=false"]
 def test_a_finished_run_directory_is_skipped_and_another_config_refused(tmp_path):
     first = train(compose_train(tmp_path, QUICK))
     run = tmp_path / "run"
-    before = {p.name: p.read_bytes() for p in [run / "metrics.json", run / "run.json",
-                                               *(run / "checkpoints").iterdir()]}
+    before = {
+        p.name: p.read_bytes() for p in [run / "metrics.json", run / "run.json", *(run / "checkpoints").iterdir()]
+    }
     again = train(compose_train(tmp_path, QUICK))  # the same config: nothing runs, nothing is written
     assert again == pytest.approx(first, nan_ok=True)
-    assert {name: (run / "checkpoints" / name if name.endswith(".ckpt") else run / name).read_bytes()
-            for name in before} == before
+    assert {
+        name: (run / "checkpoints" / name if name.endswith(".ckpt") else run / name).read_bytes() for name in before
+    } == before
     with pytest.raises(ConfigError) as refused:
         train(compose_train(tmp_path, [*QUICK, "model.n_gaussians=3"]))
     assert refused.value.key == "model.n_gaussians" and "run.json" in str(refused.value)
@@ -33,9 +35,17 @@ def test_a_finished_run_directory_is_skipped_and_another_config_refused(tmp_path
     assert json.loads((run / "run.json").read_text())["starts"] == 1
 
 
-SWEEP = ["-m", "model.n_gaussians=2", "seed=0,1,2", "trainer.max_epochs=10", "data.passes_per_epoch=100",
-         "data.n_test=500", "figures=false", "callbacks.rich_progress_bar=null",
-         "trainer.enable_progress_bar=false"]
+SWEEP = [
+    "-m",
+    "model.n_gaussians=2",
+    "seed=0,1,2",
+    "trainer.max_epochs=10",
+    "data.passes_per_epoch=100",
+    "data.n_test=500",
+    "figures=false",
+    "callbacks.rich_progress_bar=null",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def jobs_of(sweep: Path) -> dict[str, Path]:
@@ -44,9 +54,14 @@ def jobs_of(sweep: Path) -> dict[str, Path]:
 
 def sweep_until_killed(sweep: Path, env: dict) -> None:
     """Start the sweep and SIGKILL it once one job has finished and another is part-way."""
-    process = subprocess.Popen([str(BIN / "mdn-train"), *SWEEP, f"hydra.sweep.dir={sweep}"], cwd=REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [str(BIN / "mdn-train"), *SWEEP, f"hydra.sweep.dir={sweep}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         jobs = jobs_of(sweep).values() if sweep.is_dir() else []
@@ -66,8 +81,11 @@ def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp
     run_cli(["mdn-train", *SWEEP, f"hydra.sweep.dir={reference}"], tmp_path)
     killed = tmp_path / "killed"
     sweep_until_killed(killed, env)
-    finished_before = {name: (job / "metrics.json").stat().st_mtime_ns
-                       for name, job in jobs_of(killed).items() if (job / "metrics.json").is_file()}
+    finished_before = {
+        name: (job / "metrics.json").stat().st_mtime_ns
+        for name, job in jobs_of(killed).items()
+        if (job / "metrics.json").is_file()
+    }
     assert 0 < len(finished_before) < 3
     run_cli(["mdn-train", *SWEEP, f"hydra.sweep.dir={killed}"], tmp_path)  # the same command again
     jobs, expected = jobs_of(killed), jobs_of(reference)
@@ -101,8 +119,9 @@ def test_report_groups_seeds_with_mean_and_standard_error(tmp_path):
         job = sweep / f"{number}_model.n_gaussians-{k}__seed-{seed}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- model.n_gaussians={k}\n- seed={seed}\n")
-        (job / "metrics.json").write_text(json.dumps({"metrics": {
-            "val/best_nll": val, "test/nll": test, "train/epochs": 3.0}}))
+        (job / "metrics.json").write_text(
+            json.dumps({"metrics": {"val/best_nll": val, "test/nll": test, "train/epochs": 3.0}})
+        )
     run_cli(["mdn-report", str(sweep)], tmp_path)
     with open(sweep / "groups.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -10,7 +10,7 @@ import torch
 from conftest import FAST, VALIDATED, run_main, run_record
 
 from mdnlab import checkpoint
-from mdnlab.training.stacks import why_not_stackable
+from mdnlab.training.stack_plan import why_not_stackable
 
 FLOW = ["experiment=flow_inverted", *FAST, *VALIDATED, "model.hidden_size=16", "model.transforms=2"]
 
@@ -32,7 +32,12 @@ def test_the_flow_trains_and_its_test_nll_is_its_mean_negative_log_prob(tmp_path
     assert 0 < metrics["test/crps_mc_se"] < 0.02 * metrics["test/crps"]
     assert "test/oracle_nll" in metrics and "test/mae_top_component" not in metrics
     assert sorted(p.name for p in (Path(record["run_dir"]) / "figures").iterdir()) == [
-        "data.png", "density.png", "mse_fit.png", "pit.png", "samples.png"]
+        "data.png",
+        "density.png",
+        "mse_fit.png",
+        "pit.png",
+        "samples.png",
+    ]
     # mdn-eval scores the checkpoint the same way, draws included (a fixed seed)
     assert run_main("mdn-eval", [f"ckpt_path={record['tested_checkpoint']}"], tmp_path, monkeypatch, capsys)[0] == 0
     evaluated = json.loads((Path(run_record(tmp_path, "eval")["run_dir"]) / "metrics.json").read_text())["metrics"]
@@ -59,9 +64,22 @@ def test_the_flow_trains_and_its_test_nll_is_its_mean_negative_log_prob(tmp_path
 
 
 def test_a_flow_over_two_targets_gives_the_energy_score(tmp_path, monkeypatch, capsys):
-    status, err = run_main("mdn-train", ["~experiment", "data=robot_arm", "model=flow", *FAST, "figures=false",
-                                         "model.hidden_size=16", "model.transforms=1", "data.n_samples=300"],
-                           tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-train",
+        [
+            "~experiment",
+            "data=robot_arm",
+            "model=flow",
+            *FAST,
+            "figures=false",
+            "model.hidden_size=16",
+            "model.transforms=1",
+            "data.n_samples=300",
+        ],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     assert status == 0, err
     metrics = run_record(tmp_path)["metrics"]
     assert metrics["test/energy_score_mc_se"] > 0 and "test/crps" not in metrics

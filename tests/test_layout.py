@@ -31,7 +31,7 @@ def imports_of(name: str) -> set[str]:
             base = node.module or ""
             if node.level:
                 here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                base = ".".join(here[:len(here) - node.level + 1] + ([base] if base else []))
+                base = ".".join(here[: len(here) - node.level + 1] + ([base] if base else []))
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
@@ -42,8 +42,10 @@ def imports_of(name: str) -> set[str]:
 def test_no_import_cycles():
     graph = {name: imports_of(name) for name in MODULES}
     # a package's __init__ re-exporting its children is not a cycle of design
-    graph = {m: {d for d in deps if not (m.startswith(d + ".") and MODULES[d].name == "__init__.py")}
-             for m, deps in graph.items()}
+    graph = {
+        m: {d for d in deps if not (m.startswith(d + ".") and MODULES[d].name == "__init__.py")}
+        for m, deps in graph.items()
+    }
     state: dict[str, int] = {}
 
     def visit(node, path):
@@ -93,8 +95,9 @@ def test_cli_is_thin():
 def test_the_bench_scripts_do_not_import_each_other():
     def imported(script: str) -> set[str]:
         tree = ast.parse((REPO / "scripts" / f"{script}.py").read_text())
-        return ({a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-                | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module})
+        return {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | {
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        }
 
     assert not ("bench_stacked" in imported("bench") and "bench" in imported("bench_stacked"))
 
@@ -111,8 +114,10 @@ def test_metrics_and_figures_never_import_models_or_entry_points(name):
 
 
 def test_math_problems_and_metrics_import_without_lightning():
-    code = ("import sys, mdnlab.mixtures, mdnlab.problems, mdnlab.eval.metrics, mdnlab.eval.predictive; "
-            "assert 'lightning' not in sys.modules, 'lightning imported'")
+    code = (
+        "import sys, mdnlab.mixtures, mdnlab.problems, mdnlab.eval.metrics, mdnlab.eval.predictive; "
+        "assert 'lightning' not in sys.modules, 'lightning imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -134,10 +139,12 @@ def test_the_wheel_lists_every_package():
 
 
 def test_train_help_names_every_launcher_without_importing_torch():
-    code = ("import sys; sys.argv = ['mdn-train', '--help']\n"
-            "from mdnlab.cli.train import main\n"
-            "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; sys.argv = ['mdn-train', '--help']\n"
+        "from mdnlab.cli.train import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     for launcher in ("stacked", "parallel", "slurm"):
         assert f"hydra/launcher={launcher}" in result.stdout

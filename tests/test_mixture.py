@@ -87,8 +87,7 @@ def test_sample_is_seeded_and_temperature_sharpens():
     b = mixture.sample(logits, mu, sigma, 1000, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     assert (a < 0).double().mean().item() == pytest.approx(0.7, abs=0.05)
-    cold = mixture.sample(logits, mu, sigma, 1000, generator=torch.Generator().manual_seed(3),
-                          temperature=0.05)
+    cold = mixture.sample(logits, mu, sigma, 1000, generator=torch.Generator().manual_seed(3), temperature=0.05)
     assert (cold < 0).all()
     with pytest.raises(ValueError):
         mixture.sample(logits, mu, sigma, 1, temperature=0.0)
@@ -106,8 +105,12 @@ def test_crps_matches_monte_carlo_and_gaussian_closed_form():
     z = torch.tensor([0.7], dtype=torch.float64)
     normal = Normal(0.0, 1.0)
     closed = 2.0 * (z * (2 * normal.cdf(z) - 1) + 2 * normal.log_prob(z).exp() - 1 / math.sqrt(math.pi))
-    got = mixture.crps(torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64),
-                       torch.full((1, 1), 2.0, dtype=torch.float64), 1.4 * torch.ones(1, dtype=torch.float64))
+    got = mixture.crps(
+        torch.zeros(1, 1, dtype=torch.float64),
+        torch.zeros(1, 1, dtype=torch.float64),
+        torch.full((1, 1), 2.0, dtype=torch.float64),
+        1.4 * torch.ones(1, dtype=torch.float64),
+    )
     torch.testing.assert_close(got, closed)
 
 

@@ -17,16 +17,21 @@ def test_ensemble_predicts_the_mean_of_its_members_densities():
     assert logits.shape == (7, 6)
     member = model.member_parameters(x)
     per_member = torch.stack([mixture.log_prob(*(p[m] for p in member), y) for m in range(3)])
-    torch.testing.assert_close(mixture.log_prob(logits, mu, sigma, y),
-                               torch.logsumexp(per_member, 0) - math.log(3))
+    torch.testing.assert_close(mixture.log_prob(logits, mu, sigma, y), torch.logsumexp(per_member, 0) - math.log(3))
     torch.testing.assert_close(model.training_loss(x, y), -per_member.mean())
 
 
 def test_predictive_mixture_is_in_original_units():
     torch.manual_seed(0)
     model = MixtureDensityNetwork()
-    model.set_standardizer({"input_mean": torch.tensor([2.0]), "input_std": torch.tensor([3.0]),
-                            "target_mean": torch.tensor([-1.0]), "target_std": torch.tensor([4.0])})
+    model.set_standardizer(
+        {
+            "input_mean": torch.tensor([2.0]),
+            "input_std": torch.tensor([3.0]),
+            "target_mean": torch.tensor([-1.0]),
+            "target_std": torch.tensor([4.0]),
+        }
+    )
     raw = torch.tensor([[5.0]])
     logits, mu, sigma = model.predictive_mixture(raw)
     s_logits, s_mu, s_sigma = model(torch.tensor([[1.0]]))
@@ -35,8 +40,7 @@ def test_predictive_mixture_is_in_original_units():
     # the NLL shifts by log(target_std) between the two coordinate systems
     t = torch.tensor([3.0])
     standardised_nll = mixture.nll(s_logits, s_mu, s_sigma, (t + 1) / 4)
-    torch.testing.assert_close(model.to_original_units(standardised_nll),
-                               mixture.nll(logits, mu, sigma, t))
+    torch.testing.assert_close(model.to_original_units(standardised_nll), mixture.nll(logits, mu, sigma, t))
 
 
 def test_mse_model_is_a_one_component_gaussian():
@@ -98,9 +102,11 @@ def test_one_target_and_d_targets_share_one_metrics_path(target_dim):
 
     g = torch.Generator().manual_seed(0)
     n, k = 200, 3
-    m = Mixture(torch.randn(n, k, generator=g, dtype=torch.float64),
-                3 * torch.randn(n, k, generator=g, dtype=torch.float64),
-                torch.rand(n, k, generator=g, dtype=torch.float64) + 0.3)
+    m = Mixture(
+        torch.randn(n, k, generator=g, dtype=torch.float64),
+        3 * torch.randn(n, k, generator=g, dtype=torch.float64),
+        torch.rand(n, k, generator=g, dtype=torch.float64) + 0.3,
+    )
     t = 3 * torch.randn(n, generator=g, dtype=torch.float64)
     one = mixture_metrics(m, t)
     if target_dim == 1:

@@ -43,22 +43,23 @@ def test_log_prob_mean_covariance_match_mixture_same_family(kind, d):
     torch.testing.assert_close(mvmixture.log_prob(logits, mu, scale, t), ref.log_prob(t))
     torch.testing.assert_close(mvmixture.nll(logits, mu, scale, t), -ref.log_prob(t).mean())
     torch.testing.assert_close(mvmixture.mean(logits, mu), ref.mean)
-    torch.testing.assert_close(torch.diagonal(mvmixture.covariance(logits, mu, scale), dim1=-2, dim2=-1),
-                               ref.variance)
+    torch.testing.assert_close(torch.diagonal(mvmixture.covariance(logits, mu, scale), dim1=-2, dim2=-1), ref.variance)
 
 
 def test_diagonal_with_one_dimension_is_the_univariate_mixture():
     logits, mu, scale = random_mixture("diag", d=1)
     t = torch.randn(32, 1, dtype=torch.float64)
-    torch.testing.assert_close(mvmixture.log_prob(logits, mu, scale, t),
-                               mixture.log_prob(logits, mu[..., 0], scale[..., 0], t[:, 0]))
+    torch.testing.assert_close(
+        mvmixture.log_prob(logits, mu, scale, t), mixture.log_prob(logits, mu[..., 0], scale[..., 0], t[:, 0])
+    )
 
 
 def test_full_with_diagonal_factor_equals_diagonal():
     logits, mu, sigma = random_mixture("diag")
     t = torch.randn(32, 2, dtype=torch.float64)
-    torch.testing.assert_close(mvmixture.log_prob(logits, mu, torch.diag_embed(sigma), t),
-                               mvmixture.log_prob(logits, mu, sigma, t))
+    torch.testing.assert_close(
+        mvmixture.log_prob(logits, mu, torch.diag_embed(sigma), t), mvmixture.log_prob(logits, mu, sigma, t)
+    )
 
 
 @pytest.mark.parametrize("kind", ["diag", "full"])
@@ -72,8 +73,9 @@ def test_sample_moments_and_seed(kind):
     centred = draws - draws.mean(-2, keepdim=True)
     empirical = centred.transpose(-1, -2) @ centred / draws.shape[-2]
     torch.testing.assert_close(empirical, cov, atol=0.05, rtol=0.02)
-    first, again = (mvmixture.sample(logits, mu, scale, 5, generator=torch.Generator().manual_seed(0))
-                    for _ in range(2))
+    first, again = (
+        mvmixture.sample(logits, mu, scale, 5, generator=torch.Generator().manual_seed(0)) for _ in range(2)
+    )
     torch.testing.assert_close(first, again)
 
 
@@ -106,8 +108,9 @@ def test_modes_merge_overlapping_components_to_the_density_peak():
     logits = torch.zeros(1, 2, dtype=torch.float64)
     mu = torch.tensor([[[-0.3, 0.0], [0.3, 0.0]]], dtype=torch.float64)
     scale = torch.ones(1, 2, 2, dtype=torch.float64)
-    torch.testing.assert_close(mvmixture.most_probable_mode(logits, mu, scale),
-                               torch.zeros(1, 2, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        mvmixture.most_probable_mode(logits, mu, scale), torch.zeros(1, 2, dtype=torch.float64), atol=1e-4, rtol=0
+    )
 
 
 def test_energy_score_equals_crps_in_one_dimension_and_gaussian_closed_form():
@@ -118,9 +121,14 @@ def test_energy_score_equals_crps_in_one_dimension_and_gaussian_closed_form():
     torch.testing.assert_close(es, crps, atol=0.03, rtol=0)
     # a standard bivariate normal scored at its mean: E‖Z‖ − ½ E‖Z − Z'‖ = √(π/2) (1 − 1/√2)
     zero = torch.zeros(1, 1, 2, dtype=torch.float64)
-    es = mvmixture.energy_score(torch.zeros(1, 1, dtype=torch.float64), zero, torch.ones_like(zero),
-                                torch.zeros(1, 2, dtype=torch.float64), 400_000,
-                                generator=torch.Generator().manual_seed(1))
+    es = mvmixture.energy_score(
+        torch.zeros(1, 1, dtype=torch.float64),
+        zero,
+        torch.ones_like(zero),
+        torch.zeros(1, 2, dtype=torch.float64),
+        400_000,
+        generator=torch.Generator().manual_seed(1),
+    )
     expected = math.sqrt(math.pi / 2) * (1 - 1 / math.sqrt(2))
     assert abs(es.item() - expected) < 0.01
 

@@ -22,8 +22,11 @@ QUICK = [*FAST, "figures=false"]
 
 
 def hashes(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_error_line(err: str) -> str:
@@ -34,17 +37,24 @@ def one_error_line(err: str) -> str:
 
 # ---- results silently overwritten or wrong ------------------------------------------------------
 
+
 def test_rerun_with_other_settings_into_a_run_dir_is_refused(tmp_path, monkeypatch, capsys):
     run = tmp_path / "fixed"
     assert run_main("mdn-train", [*QUICK, f"hydra.run.dir={run}"], tmp_path, monkeypatch, capsys)[0] == 0
     before = hashes(run)
-    status, err = run_main("mdn-train", [*QUICK, f"hydra.run.dir={run}", "model.optimizer.lr=0.05", "seed=9"],
-                           tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-train",
+        [*QUICK, f"hydra.run.dir={run}", "model.optimizer.lr=0.05", "seed=9"],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     line = one_error_line(err)
     assert status == 2 and line.startswith("error: seed=9 is not allowed: 0") and "another config" in line
     after = hashes(run)
-    assert {k: v for k, v in after.items() if not k.endswith(".log")} == \
-        {k: v for k, v in before.items() if not k.endswith(".log")}
+    assert {k: v for k, v in after.items() if not k.endswith(".log")} == {
+        k: v for k, v in before.items() if not k.endswith(".log")
+    }
 
 
 def test_training_from_another_runs_weights_makes_a_new_run_and_leaves_the_other(tmp_path, monkeypatch, capsys):
@@ -52,8 +62,13 @@ def test_training_from_another_runs_weights_makes_a_new_run_and_leaves_the_other
     first = Path(run_record(tmp_path)["run_dir"])
     before = hashes(first)
     last = first / "checkpoints" / "last.ckpt"
-    status, err = run_main("mdn-train", [*QUICK, "trainer.max_epochs=5", "data.target_noise=0.02",
-                                         f"ckpt_path={last}"], tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-train",
+        [*QUICK, "trainer.max_epochs=5", "data.target_noise=0.02", f"ckpt_path={last}"],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     assert status == 0, err
     second = Path(run_record(tmp_path)["run_dir"])
     assert second != first and (second / "metrics.json").is_file()
@@ -67,8 +82,13 @@ def test_a_table_checkpoint_knows_its_file(tmp_path, monkeypatch, capsys):
     rows = [f"{i / 50:.4f},{(i % 7) / 3:.4f}" for i in range(120)]
     (data / "rel.csv").write_text("a,b\n" + "\n".join(rows) + "\n")
     monkeypatch.chdir(data)
-    args = ["data=table", "data.path=rel.csv", "data.inputs=[a]", "data.targets=[b]",
-            *(a for a in QUICK if not a.startswith("data.n_test"))]
+    args = [
+        "data=table",
+        "data.path=rel.csv",
+        "data.inputs=[a]",
+        "data.targets=[b]",
+        *(a for a in QUICK if not a.startswith("data.n_test")),
+    ]
     assert run_main("mdn-train", args, tmp_path, monkeypatch, capsys)[0] == 0
     ckpt = run_record(tmp_path)["tested_checkpoint"]
     saved = torch.load(ckpt, weights_only=True)["datamodule_hyper_parameters"]
@@ -92,9 +112,14 @@ def test_a_table_checkpoint_knows_its_file(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_sigterm_finishes_the_epoch_and_exits_non_zero_with_a_valid_last_checkpoint(tmp_path):
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path), "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen([str(BIN / "mdn-train"), "trainer.max_epochs=200", "data.passes_per_epoch=100",
-                                *QUICK[2:]], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(BIN / "mdn-train"), "trainer.max_epochs=200", "data.passes_per_epoch=100", *QUICK[2:]],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")):
         time.sleep(0.2)
@@ -117,8 +142,9 @@ def test_a_finished_run_moved_elsewhere_is_not_rescored(tmp_path, monkeypatch, c
     status, err = run_main("mdn-train", [f"resume={moved}"], tmp_path, monkeypatch, capsys)
     assert status == 0, err
     after = {k: v for k, v in hashes(moved).items() if not k.startswith(".hydra/resume-")}  # Hydra's record
-    assert {k: v for k, v in after.items() if not k.endswith(".log")} == \
-        {k: v for k, v in before.items() if not k.endswith(".log")}
+    assert {k: v for k, v in after.items() if not k.endswith(".log")} == {
+        k: v for k, v in before.items() if not k.endswith(".log")
+    }
 
 
 # ---- data loss ------------------------------------------------------------------------------------
@@ -144,8 +170,9 @@ def test_a_kill_while_saving_leaves_a_loadable_checkpoint_and_nothing_in_tmp(tmp
     staging.mkdir()
     env = {**os.environ, "TMPDIR": str(staging)}
     for delay in (0.05, 0.13, 0.31):
-        process = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(target)], env=env,
-                                   stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", SAVE_LOOP, str(target)], env=env, stdout=subprocess.PIPE, text=True
+        )
         assert process.stdout.readline().strip() == "ready"
         time.sleep(delay)
         process.kill()
@@ -175,6 +202,7 @@ def test_a_full_disk_while_drawing_keeps_the_metrics_and_says_so(tmp_path, monke
 
 # ---- security -----------------------------------------------------------------------------------
 
+
 class Payload:
     def __init__(self, marker):
         self.marker = marker
@@ -192,8 +220,9 @@ def test_a_crafted_last_checkpoint_runs_no_code_whatever_the_environment(tmp_pat
     status, err = run_main("mdn-train", [*QUICK, f"hydra.run.dir={run}"], tmp_path, monkeypatch, capsys)
     assert status == 2 and "last.ckpt" in one_error_line(err)
     assert not marker.exists()
-    status, err = run_main("mdn-train", [*QUICK, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"],
-                           tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-train", [*QUICK, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path, monkeypatch, capsys
+    )
     assert status == 2 and "readable checkpoint" in one_error_line(err)
     assert not marker.exists()
 
@@ -204,7 +233,8 @@ def test_resume_replays_only_our_own_keys(tmp_path, monkeypatch, capsys):
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     (run / ".hydra" / "overrides.yaml").write_text(
-        f"- +callbacks.evil._target_=builtins.open\n- +callbacks.evil.file={marker}\n- +callbacks.evil.mode=w\n")
+        f"- +callbacks.evil._target_=builtins.open\n- +callbacks.evil.file={marker}\n- +callbacks.evil.mode=w\n"
+    )
     status, err = run_main("mdn-train", [f"resume={run}"], tmp_path, monkeypatch, capsys)
     assert status == 2 and "resume=" in one_error_line(err)
     assert not marker.exists()
@@ -212,24 +242,29 @@ def test_resume_replays_only_our_own_keys(tmp_path, monkeypatch, capsys):
 
 # ---- one line, exit 2, nothing written ------------------------------------------------------------
 
-@pytest.mark.parametrize("override, key", [
-    ("model=mse", "model.n_gaussians"),
-    ("+model.foo=1", "model.foo"),
-    ("torch_threads=0", "torch_threads"),
-    ("torch_threads=-2", "torch_threads"),
-    ("torch_threads=abc", "torch_threads"),
-    ("seed=4294967296", "seed"),
-    ("model.n_gaussians=100000", "model.n_gaussians"),
-    ("data.n_samples=1000000000", "data.n_samples"),
-])
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model=mse", "model.n_gaussians"),
+        ("+model.foo=1", "model.foo"),
+        ("torch_threads=0", "torch_threads"),
+        ("torch_threads=-2", "torch_threads"),
+        ("torch_threads=abc", "torch_threads"),
+        ("seed=4294967296", "seed"),
+        ("model.n_gaussians=100000", "model.n_gaussians"),
+        ("data.n_samples=1000000000", "data.n_samples"),
+    ],
+)
 def test_more_bad_values_name_their_key(tmp_path, override, key):
     with pytest.raises(ConfigError) as error:
         validate(compose_train(tmp_path, [override]))
     assert error.value.key == key
 
 
-@pytest.mark.parametrize("override, key", [("seed=abc", "seed"), ("seed=-1", "seed"),
-                                           ("n_samples=1000000000", "n_samples")])
+@pytest.mark.parametrize(
+    "override, key", [("seed=abc", "seed"), ("seed=-1", "seed"), ("n_samples=1000000000", "n_samples")]
+)
 def test_bad_sampling_values_name_their_key(tmp_path, override, key, monkeypatch, capsys):
     assert run_main("mdn-train", QUICK, tmp_path, monkeypatch, capsys)[0] == 0
     last = Path(run_record(tmp_path)["run_dir"]) / "checkpoints" / "last.ckpt"
@@ -279,6 +314,7 @@ def test_a_read_only_log_folder_and_a_failed_sweep_job_are_one_line(tmp_path):
 
 
 # ---- messages that mislead ----------------------------------------------------------------------
+
 
 def test_messages_say_what_is_there(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="that is a directory"):

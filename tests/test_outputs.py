@@ -14,9 +14,24 @@ from mdnlab.eval.figures import FIGURES
 from mdnlab.mixtures import mixture
 from mdnlab.training.single import train
 
-METRICS = ["nll", "oracle_nll", "excess_nll", "mse_floor", "mse", "mae", "mse_mode", "mae_mode",
-           "mae_top_component", "crps", "pit_ks", "coverage_50", "coverage_90",
-           "effective_components", "min_sigma", "frac_nll_above_6"]
+METRICS = [
+    "nll",
+    "oracle_nll",
+    "excess_nll",
+    "mse_floor",
+    "mse",
+    "mae",
+    "mse_mode",
+    "mae_mode",
+    "mae_top_component",
+    "crps",
+    "pit_ks",
+    "coverage_50",
+    "coverage_90",
+    "effective_components",
+    "min_sigma",
+    "frac_nll_above_6",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +87,10 @@ def test_tensorboard_has_scalars_images_and_hparams(finished_run):
 def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
     run, _ = finished_run
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
-    run_cli(["mdn-sample", f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300",
-             f"format={fmt}", "grid_points=400"], tmp_path)
+    run_cli(
+        ["mdn-sample", f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300", f"format={fmt}", "grid_points=400"],
+        tmp_path,
+    )
     directory = Path(run_record(tmp_path, "sample")["run_dir"])
     if fmt == "npz":
         data = np.load(directory / "samples.npz")
@@ -82,8 +99,11 @@ def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
         np.testing.assert_allclose(data["pi"].sum(-1), 1.0, rtol=1e-9)
         # the density on the grid integrates to the mixture's mass between the grid's ends
         mass = np.trapezoid(data["density"], data["grid"], axis=-1)
-        logits, mu, sigma = (torch.from_numpy(np.log(data["pi"])), torch.from_numpy(data["mu"]),
-                             torch.from_numpy(data["sigma"]))
+        logits, mu, sigma = (
+            torch.from_numpy(np.log(data["pi"])),
+            torch.from_numpy(data["mu"]),
+            torch.from_numpy(data["sigma"]),
+        )
         ends = torch.tensor(data["grid"][[0, -1]]).expand(3, 2).T
         cdf = mixture.cdf(logits, mu, sigma, ends)
         np.testing.assert_allclose(mass, (cdf[1] - cdf[0]).numpy(), atol=2e-3)

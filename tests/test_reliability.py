@@ -21,13 +21,13 @@ BAD_INPUTS = [
     ("data.noise_std=-1", "data.noise_std"),
     ("data.noise_std=nan", "data.noise_std"),
     ("data.noise_std=inf", "data.noise_std"),
-    ("data.x_high=-10", "data.x_high"),        # empty range
-    ("data.x_high=-20", "data.x_high"),        # reversed range
-    ("data.n_samples=1", "data.n_samples"),    # too small for any split
+    ("data.x_high=-10", "data.x_high"),  # empty range
+    ("data.x_high=-20", "data.x_high"),  # reversed range
+    ("data.n_samples=1", "data.n_samples"),  # too small for any split
     ("data.train_fraction=0", "data.train_fraction"),
     ("data.train_fraction=1.5", "data.train_fraction"),
     ("data.val_fraction=-0.1", "data.val_fraction"),
-    ("data.val_fraction=0.5", "data.val_fraction"),   # 0.9 + 0.5 > 1
+    ("data.val_fraction=0.5", "data.val_fraction"),  # 0.9 + 0.5 > 1
     ("data.direction=sideways", "data.direction"),
     ("model.activation=swishy", "model.activation"),
     ("model.sigma_transform=square", "model.sigma_transform"),
@@ -67,8 +67,11 @@ def test_unreadable_and_foreign_checkpoints_are_refused(tmp_path):
 
 def test_bad_input_on_the_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     (tmp_path / "keep.txt").write_text("already here")
-    for override, key in [("model.n_gaussians=0", "model.n_gaussians"), ("trainer=gpu", "trainer.accelerator"),
-                          ("ckpt_path=/no/such.ckpt", "ckpt_path")]:
+    for override, key in [
+        ("model.n_gaussians=0", "model.n_gaussians"),
+        ("trainer=gpu", "trainer.accelerator"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path"),
+    ]:
         status, err = run_main("mdn-train", [override], tmp_path, monkeypatch, capsys)
         assert status == 2, err
         lines = [line for line in err.splitlines() if line.strip()]
@@ -87,9 +90,15 @@ def test_unknown_config_option_gets_hydras_clear_message(tmp_path):
     assert "model" in out.stderr and "transformer" in out.stderr and "Available options" in out.stderr
 
 
-SLOW_RUN = ["trainer.max_epochs=20", "data.passes_per_epoch=100", "data.n_test=500",
-            "callbacks.early_stopping=null", "callbacks.rich_progress_bar=null",
-            "trainer.enable_progress_bar=false", "figures=false"]
+SLOW_RUN = [
+    "trainer.max_epochs=20",
+    "data.passes_per_epoch=100",
+    "data.n_test=500",
+    "callbacks.early_stopping=null",
+    "callbacks.rich_progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "figures=false",
+]
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -112,14 +121,19 @@ def uninterrupted(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("form", ["resume", "ckpt_path"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form, uninterrupted):
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path / "crash"), "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen([str(BIN / "mdn-train"), *SLOW_RUN], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "mdn-train"), *SLOW_RUN], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     runs = tmp_path / "crash" / "train" / "runs"
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once a few epochs are checkpointed
         lasts = list(runs.glob("*/checkpoints/last.ckpt")) if runs.exists() else []
-        if lasts and len(list(lasts[0].parent.parent.glob("events.out.*"))) and \
-                lasts[0].stat().st_size and time.time() - lasts[0].stat().st_mtime < 5:
+        if (
+            lasts
+            and len(list(lasts[0].parent.parent.glob("events.out.*")))
+            and lasts[0].stat().st_size
+            and time.time() - lasts[0].stat().st_mtime < 5
+        ):
             import torch
 
             if torch.load(lasts[0], weights_only=True)["epoch"] >= 3:
@@ -139,11 +153,20 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form, uninte
 
 @pytest.mark.slow
 def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    scheduler = ("model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,"
-                 "step_size:2,gamma:1000000.0}")
-    out = run_cli(["mdn-train", scheduler, "trainer.max_epochs=20", "data.passes_per_epoch=20",
-                   "callbacks.early_stopping=null", "callbacks.rich_progress_bar=null",
-                   "trainer.enable_progress_bar=false"], tmp_path, check=False)
+    scheduler = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:2,gamma:1000000.0}"
+    out = run_cli(
+        [
+            "mdn-train",
+            scheduler,
+            "trainer.max_epochs=20",
+            "data.passes_per_epoch=20",
+            "callbacks.early_stopping=null",
+            "callbacks.rich_progress_bar=null",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+        check=False,
+    )
     assert out.returncode == 1
     line = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert line and "non-finite" in line[0] and "epoch" in line[0] and "global step" in line[0]
@@ -167,8 +190,7 @@ def test_same_seed_identical_metrics_json_different_seed_differs(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_sweep_job_leaves_the_others_intact(tmp_path):
-    out = run_cli(["mdn-train", "-m", "model.n_gaussians=2,0,3", *FAST, "figures=false"], tmp_path,
-                  check=False)
+    out = run_cli(["mdn-train", "-m", "model.n_gaussians=2,0,3", *FAST, "figures=false"], tmp_path, check=False)
     sweep = next((tmp_path / "train" / "multiruns").iterdir())
     jobs = {p.name.split("_")[0]: p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()}
     assert (jobs["0"] / "metrics.json").is_file()

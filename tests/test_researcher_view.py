@@ -41,8 +41,13 @@ def test_debug_configs_compose_and_validate(tmp_path, option):
 
 
 def test_fast_dev_run_runs_the_whole_path(tmp_path, monkeypatch, capsys):
-    status, err = run_main("mdn-train", ["debug=fdr", "callbacks.rich_progress_bar=null",
-                                         "trainer.enable_progress_bar=false"], tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-train",
+        ["debug=fdr", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     assert status == 0, err
     record = run_record(tmp_path, "debug")
     assert record["metrics"]["train/steps"] == 1 and "test/nll" in record["metrics"]
@@ -68,8 +73,13 @@ def test_mlflow_logger_writes_to_a_local_file_store(tmp_path, monkeypatch):
 def test_mdn_sample_draws_the_predictive_at_the_inputs(tmp_path, monkeypatch, capsys):
     train(compose_train(tmp_path, [*FAST, "figures=false"]))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    status, err = run_main("mdn-sample", [f"ckpt_path={ckpt}", "inputs=[-5,5]", "plot=true", "n_samples=200"],
-                           tmp_path, monkeypatch, capsys)
+    status, err = run_main(
+        "mdn-sample",
+        [f"ckpt_path={ckpt}", "inputs=[-5,5]", "plot=true", "n_samples=200"],
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
     assert status == 0, err
     png = [f for f in run_record(tmp_path, "sample")["files"] if f.endswith("predictive.png")]
     assert png and Path(png[0]).read_bytes()[:4] == b"\x89PNG"

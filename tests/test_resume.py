@@ -12,8 +12,14 @@ from mdnlab.training import scheduler_signals, stack_state, stacks
 pytestmark = pytest.mark.slow
 
 # 4 epochs of 30 steps, validated every epoch, early stopping that can end a model early
-RUN = [*FAST, *VALIDATED, "trainer.max_epochs=4", "data.passes_per_epoch=30", "figures=false",
-       "callbacks.early_stopping.patience=1"]
+RUN = [
+    *FAST,
+    *VALIDATED,
+    "trainer.max_epochs=4",
+    "data.passes_per_epoch=30",
+    "figures=false",
+    "callbacks.early_stopping.patience=1",
+]
 
 
 class StopAtStep:
@@ -90,8 +96,14 @@ def _resumed_at(monkeypatch) -> list:
 
 
 def _stack(tmp_path, name, monkeypatch, capsys):
-    args = ["-m", *RUN, "hydra/launcher=stacked", "hydra.launcher.compile=false", "seed=0,1,2",
-            f"hydra.sweep.dir={tmp_path / name}"]
+    args = [
+        "-m",
+        *RUN,
+        "hydra/launcher=stacked",
+        "hydra.launcher.compile=false",
+        "seed=0,1,2",
+        f"hydra.sweep.dir={tmp_path / name}",
+    ]
     return run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
 
 
@@ -172,8 +184,10 @@ def _out_of_memory_above(monkeypatch, models: int, after_steps: int = 0) -> None
         if self.n_models > models:
             steps.append(1)
             if len(steps) > after_steps:
-                raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
-                                   "memory: you tried to allocate 400000000000 bytes.")
+                raise RuntimeError(
+                    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                    "memory: you tried to allocate 400000000000 bytes."
+                )
         return losses(self, inputs, targets, subset)
 
     monkeypatch.setattr(StackedMDN, "training_losses", tight)

@@ -13,9 +13,11 @@ from mdnlab.mixtures import Mixture
 def a_mixture(n=400, k=3, d=1, seed=0) -> Mixture:
     g = torch.Generator().manual_seed(seed)
     shape = (n, k) if d == 1 else (n, k, d)
-    return Mixture(torch.randn(n, k, generator=g, dtype=torch.float64),
-                   3 * torch.randn(*shape, generator=g, dtype=torch.float64),
-                   0.3 + torch.rand(*shape, generator=g, dtype=torch.float64))
+    return Mixture(
+        torch.randn(n, k, generator=g, dtype=torch.float64),
+        3 * torch.randn(*shape, generator=g, dtype=torch.float64),
+        0.3 + torch.rand(*shape, generator=g, dtype=torch.float64),
+    )
 
 
 class WithoutCdf(MixtureSameFamily):

@@ -51,11 +51,14 @@ def test_the_losses_of_some_models_are_theirs_in_the_whole_stack_with_the_same_g
         assert torch.count_nonzero(got[[0, 1, 4, 5, 6, 7]]) == 0
 
 
-@pytest.mark.parametrize("settings, optimizer", [
-    ({}, torch.optim.Adam),
-    ({"n_members": 3, "hidden_size": 8, "n_hidden_layers": 2, "activation": "relu"}, torch.optim.Adam),
-    ({"sigma_transform": "softplus", "min_sigma": 0.01, "input_dim": 2}, torch.optim.AdamW),
-])
+@pytest.mark.parametrize(
+    "settings, optimizer",
+    [
+        ({}, torch.optim.Adam),
+        ({"n_members": 3, "hidden_size": 8, "n_hidden_layers": 2, "activation": "relu"}, torch.optim.Adam),
+        ({"sigma_transform": "softplus", "min_sigma": 0.01, "input_dim": 2}, torch.optim.AdamW),
+    ],
+)
 def test_stacked_models_train_as_each_would_alone(settings, optimizer):
     """100 steps, each model its own data, learning rate and weight decay: every loss within
     1e-5 of the same model trained alone by torch's own optimiser."""
@@ -63,8 +66,13 @@ def test_stacked_models_train_as_each_would_alone(settings, optimizer):
     data = _data(seeds, inputs=settings.get("input_dim", 1))
     alone = _models(seeds, **settings)
     stack = StackedMDN(_models(seeds, **settings))
-    adam = StackedAdam(stack.parameters(), torch.tensor(lrs), torch.tensor(decays), stack.n_members,
-                       decoupled=optimizer is torch.optim.AdamW)
+    adam = StackedAdam(
+        stack.parameters(),
+        torch.tensor(lrs),
+        torch.tensor(decays),
+        stack.n_members,
+        decoupled=optimizer is torch.optim.AdamW,
+    )
     inputs = torch.stack([x.T for x, _ in data])
     targets = torch.stack([y.T for _, y in data])
     expected = []
@@ -107,8 +115,15 @@ def test_a_stopped_or_diverged_model_keeps_its_weights_and_the_others_train():
         assert torch.isfinite(now).all()
 
 
-STACK = [*FAST, "data.n_test=300", "figures=false", "hydra/launcher=stacked", "data.train_fraction=0.8",
-         "data.val_fraction=0.1", "test_checkpoint=best"]
+STACK = [
+    *FAST,
+    "data.n_test=300",
+    "figures=false",
+    "hydra/launcher=stacked",
+    "data.train_fraction=0.8",
+    "data.val_fraction=0.1",
+    "test_checkpoint=best",
+]
 
 
 @pytest.mark.slow
@@ -133,15 +148,27 @@ def test_the_stacked_launcher_leaves_what_the_basic_one_does(tmp_path, monkeypat
         assert isinstance(model, MixtureDensityNetwork) and datamodule.hparams.seed == record["config"]["seed"]
         seed = record["config"]["seed"]
         alone = tmp_path / f"alone{seed}"
-        status, _ = run_main("mdn-train", [*STACK[:-4], "data.train_fraction=0.8", "data.val_fraction=0.1",
-                                           "test_checkpoint=best", f"seed={seed}", f"hydra.run.dir={alone}"],
-                             tmp_path, monkeypatch, capsys)
+        status, _ = run_main(
+            "mdn-train",
+            [
+                *STACK[:-4],
+                "data.train_fraction=0.8",
+                "data.val_fraction=0.1",
+                "test_checkpoint=best",
+                f"seed={seed}",
+                f"hydra.run.dir={alone}",
+            ],
+            tmp_path,
+            monkeypatch,
+            capsys,
+        )
         assert status == 0
         single = json.loads((alone / "metrics.json").read_text())["metrics"]
         assert record["metrics"]["test/nll"] == pytest.approx(single["test/nll"], abs=1e-3)
         assert record["metrics"]["train/steps"] == single["train/steps"]
-    status, _ = run_main("mdn-eval", [f"ckpt_path='{done[0] / 'checkpoints' / 'last.ckpt'}'"], tmp_path,
-                         monkeypatch, capsys)
+    status, _ = run_main(
+        "mdn-eval", [f"ckpt_path='{done[0] / 'checkpoints' / 'last.ckpt'}'"], tmp_path, monkeypatch, capsys
+    )
     assert status == 0
     before = {j: (j / "metrics.json").stat().st_mtime_ns for j in done}
     status, err = run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
@@ -171,8 +198,15 @@ def test_reused_sweep_configs_equal_hydras_own_composition(tmp_path, monkeypatch
         return config
 
     monkeypatch.setattr(stacked_launcher._SweepConfigs, "_reuse", checked)
-    args = ["-m", *STACK, "trainer.max_epochs=1", "seed=0,1", "model.optimizer.lr=1e-3,3e-3",
-            "logger=tensorboard,csv", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = [
+        "-m",
+        *STACK,
+        "trainer.max_epochs=1",
+        "seed=0,1",
+        "model.optimizer.lr=1e-3,3e-3",
+        "logger=tensorboard,csv",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     status, err = run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
     assert status == 0, err
     assert len(built) == 6  # of 8 jobs: the first of each logger composed in full

@@ -19,8 +19,7 @@ def sweep_dir(tmp_path):
 
 
 def job_dirs(sweep):
-    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()),
-                  key=lambda p: int(p.name.split("_")[0]))
+    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0]))
 
 
 @pytest.mark.slow
@@ -42,8 +41,10 @@ def test_cpu_gpu_axis_finishes_cpu_jobs_and_reports_gpu_jobs_failed(tmp_path):
 
 @pytest.mark.slow
 def test_report_plots_nll_against_n_gaussians_per_hidden_size(tmp_path):
-    run_cli(["mdn-train", "-m", "hydra/launcher=parallel", "model.n_gaussians=1,3",
-             "model.hidden_size=5,10", *QUICK], tmp_path)
+    run_cli(
+        ["mdn-train", "-m", "hydra/launcher=parallel", "model.n_gaussians=1,3", "model.hidden_size=5,10", *QUICK],
+        tmp_path,
+    )
     sweep = sweep_dir(tmp_path)
     jobs = job_dirs(sweep)
     assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
@@ -54,8 +55,7 @@ def test_report_plots_nll_against_n_gaussians_per_hidden_size(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_runs_the_cluster_path(tmp_path):
-    run_cli(["mdn-train", "-m", "hydra/launcher=slurm_local", "model.n_gaussians=2,3", *QUICK],
-            tmp_path)
+    run_cli(["mdn-train", "-m", "hydra/launcher=slurm_local", "model.n_gaussians=2,3", *QUICK], tmp_path)
     sweep = sweep_dir(tmp_path)
     jobs = job_dirs(sweep)
     assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
@@ -98,8 +98,7 @@ def test_long_override_lists_still_make_valid_job_directories():
 @pytest.mark.slow
 def test_optuna_search_minimises_validation_nll(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
-    run_cli(["mdn-train", "-m", "hparams_search=mdn_optuna", "hydra.sweeper.n_trials=2", *QUICK],
-            tmp_path)
+    run_cli(["mdn-train", "-m", "hparams_search=mdn_optuna", "hydra.sweeper.n_trials=2", *QUICK], tmp_path)
     sweep = sweep_dir(tmp_path)
     assert len(job_dirs(sweep)) == 2
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
@@ -119,8 +118,9 @@ def test_mdn_report_says_what_squeue_says_of_a_submit_and_go_sweep(tmp_path, mon
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    (sweep / "slurm_jobs.json").write_text(json.dumps(
-        [{"num": i, "job_id": f"11_{i}", "overrides": [f"seed={i}"]} for i in range(3)]))
+    (sweep / "slurm_jobs.json").write_text(
+        json.dumps([{"num": i, "job_id": f"11_{i}", "overrides": [f"seed={i}"]} for i in range(3)])
+    )
     report.main([str(sweep)])
     out = capsys.readouterr().out
     assert "jobs: 1 queued, 1 running, 1 failed" in out

@@ -30,7 +30,7 @@ def test_short_training_run_writes_the_run_directory(tmp_path, experiment):
     # last.ckpt is the state training ended in, whether or not the last validation improved
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 60
     if experiment == "mdn_inverted":
-        assert 1.3 < metrics["test/nll"] < 3.5          # learning, in original units
+        assert 1.3 < metrics["test/nll"] < 3.5  # learning, in original units
         assert metrics["test/oracle_nll"] == pytest.approx(1.33, abs=0.06)
         assert metrics["test/excess_nll"] == pytest.approx(metrics["test/nll"] - metrics["test/oracle_nll"])
         assert "val/best_nll" in metrics
@@ -77,8 +77,10 @@ def test_multirun_two_jobs(tmp_path):
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
     # each job's directory (and so its TensorBoard run) is named by its overrides, with no
     # '=' or ',' that a later override would have to quote
-    assert [j.name.split("__")[0] for j in jobs] == ["0_callbacks.rich_progress_bar-null",
-                                                     "1_callbacks.rich_progress_bar-null"]
+    assert [j.name.split("__")[0] for j in jobs] == [
+        "0_callbacks.rich_progress_bar-null",
+        "1_callbacks.rich_progress_bar-null",
+    ]
     assert "model.n_gaussians-1" in jobs[0].name and "model.n_gaussians-3" in jobs[1].name
     assert not any(c in j.name for j in jobs for c in "=,")
     nlls = [json.loads((j / "metrics.json").read_text())["metrics"]["test/nll"] for j in jobs]
@@ -92,8 +94,15 @@ def test_multirun_two_jobs(tmp_path):
         assert not columns["model.hidden_size"].get("differs")
         assert "trainer.default_root_dir" not in columns and not any("_target_" in c for c in columns)
         assert next(iter(columns)) == "model.n_gaussians"  # differing columns first
-        groups = ask("hparams/session_groups", {"experimentName": "", "startIndex": 0, "sliceSize": 10,
-                                                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"]})
+        groups = ask(
+            "hparams/session_groups",
+            {
+                "experimentName": "",
+                "startIndex": 0,
+                "sliceSize": 10,
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+            },
+        )
         values = sorted(g["hparams"]["model.n_gaussians"] for g in groups["sessionGroups"])
         assert values == [1, 3] and all(g["metricValues"] for g in groups["sessionGroups"])
 
@@ -106,8 +115,21 @@ def tensorboard(logdir):
 
     from conftest import BIN
 
-    server = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", str(logdir), "--host", "127.0.0.1",
-                               "--port", "0", "--load_fast", "false"], stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            str(BIN / "tensorboard"),
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--load_fast",
+            "false",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = None
         while url is None:
@@ -118,8 +140,11 @@ def tensorboard(logdir):
         def ask(route, request):
             deadline = time.time() + 30
             while True:  # the first load of the event files happens in the background
-                post = urllib.request.Request(f"{url.rstrip('/')}/data/plugin/{route}", json.dumps(request).encode(),
-                                              headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"})
+                post = urllib.request.Request(
+                    f"{url.rstrip('/')}/data/plugin/{route}",
+                    json.dumps(request).encode(),
+                    headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"},
+                )
                 with urllib.request.urlopen(post, timeout=10) as r:
                     answer = json.loads(r.read())
                 if answer.get("hparamInfos") or answer.get("sessionGroups") or time.time() > deadline:
@@ -171,7 +196,7 @@ def test_default_recipe_trains_on_every_point_without_validation(tmp_path):
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert not list((run / "checkpoints").glob("best-*.ckpt"))  # nothing to pick a best on
-    assert metrics["train/steps"] == 60                         # no early stopping either
+    assert metrics["train/steps"] == 60  # no early stopping either
     assert math.isnan(metrics["val/best_nll"])
     tested = json.loads((run / "run.json").read_text())["tested_checkpoint"]
     assert tested.endswith("last.ckpt")

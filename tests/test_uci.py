@@ -48,13 +48,16 @@ def test_a_split_is_read_held_out_and_standardised_on_its_training_part(tmp_path
     assert module.input_dim == 3 and module.target_dim == 1
 
 
-@pytest.mark.parametrize("change, key", [
-    (lambda root: {"name": "nope"}, "data.name"),
-    (lambda root: {"split": 3}, "data.split"),
-    (lambda root: {"root": str(root / "missing")}, "data.root"),
-    (lambda root: (root / "toy" / "data" / "index_target.txt").write_text("seven\n") and {}, "data.name"),
-    (lambda root: (root / "toy" / "data" / "index_test_0.txt").write_text("5000\n") and {}, "data.split"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda root: {"name": "nope"}, "data.name"),
+        (lambda root: {"split": 3}, "data.split"),
+        (lambda root: {"root": str(root / "missing")}, "data.root"),
+        (lambda root: (root / "toy" / "data" / "index_target.txt").write_text("seven\n") and {}, "data.name"),
+        (lambda root: (root / "toy" / "data" / "index_test_0.txt").write_text("5000\n") and {}, "data.split"),
+    ],
+)
 def test_bad_input_is_one_error_naming_the_key(tmp_path, change, key):
     write_set(tmp_path)
     arguments = {"root": str(tmp_path), "name": "toy", "split": 0, **change(tmp_path)}
@@ -69,8 +72,12 @@ def test_a_search_split_leaves_the_test_rows_out_and_scores_other_training_rows(
     table = write_set(tmp_path)
     module = UCIDataModule(str(tmp_path), "toy", split=1, seed=3, val_fraction=0.1, search=True)
     module.setup("fit")
-    train_rows = {round(v, 4) for v in table[[int(v) for v in (tmp_path / "toy" / "data" / "index_train_1.txt")
-                                              .read_text().split()], 1].tolist()}
+    train_rows = {
+        round(v, 4)
+        for v in table[
+            [int(v) for v in (tmp_path / "toy" / "data" / "index_train_1.txt").read_text().split()], 1
+        ].tolist()
+    }
     parts = {name: module.raw[name][1].reshape(-1).tolist() for name in ("train", "val", "test")}
     assert [len(parts[n]) for n in ("train", "val", "test")] == [86, 11, 11]
     assert all(round(v, 4) in train_rows for part in parts.values() for v in part)  # no test row anywhere
@@ -84,14 +91,30 @@ def test_a_search_split_leaves_the_test_rows_out_and_scores_other_training_rows(
 def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     write_set(tmp_path / "root")
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "scripts" / "uci.py"), "--root", str(tmp_path / "root"), "--members", "2",
-               "--splits", "2", "--peers", "flow", "gaussian", "--out", str(out), "trainer.max_epochs=2",
-               "data.passes_per_epoch=10", "hydra.launcher.compile=false"]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "uci.py"),
+        "--root",
+        str(tmp_path / "root"),
+        "--members",
+        "2",
+        "--splits",
+        "2",
+        "--peers",
+        "flow",
+        "gaussian",
+        "--out",
+        str(out),
+        "trainer.max_epochs=2",
+        "data.passes_per_epoch=10",
+        "hydra.launcher.compile=false",
+    ]
     first = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "epoch 2/2" in first.stdout  # the stacks' progress comes through
     rows = list(csv.DictReader((out / "splits.csv").open()))
     assert sorted((r["model"], r["split"]) for r in rows) == [
-        (model, split) for model in ("ensemble", "flow", "gaussian", "single") for split in ("0", "1")]
+        (model, split) for model in ("ensemble", "flow", "gaussian", "single") for split in ("0", "1")
+    ]
     assert all(float(r["rmse"]) > 0 and float(r["seconds"]) > 0 for r in rows)
     report = (out / "results.md").read_text()
     nll_table = report.split("Test RMSE")[0]
@@ -121,7 +144,7 @@ def test_spiked_rows_are_found_from_the_data_and_the_density_and_left_out_for_ev
     from uci_report import spikes
 
     table = write_set(tmp_path, rows=120, splits=2)
-    data = (tmp_path / "toy" / "data" / "data.txt")
+    data = tmp_path / "toy" / "data" / "data.txt"
     table[:, 1] = torch.round(2 * table[:, 1]) / 2  # targets on a lattice of 0.5: few distinct values
     data.write_text("\n".join(" ".join(f"{v:.6f}" for v in row.tolist()) for row in table))
     rows = []
@@ -129,10 +152,26 @@ def test_spiked_rows_are_found_from_the_data_and_the_density_and_left_out_for_ev
         test_rows = [int(v) for v in (tmp_path / "toy" / "data" / f"index_test_{split}.txt").read_text().split()]
         t = table[test_rows, 1].double()
         # a spiky "MDN" that puts a narrow density on each true value, and a smooth peer
-        rows.append({"set": "toy", "model": "single", "split": split, "val_nll": 0.0, "loc": t.tolist(),
-                     "scale": [0.01] * len(t)})
-        rows.append({"set": "toy", "model": "ngboost", "split": split, "val_nll": 0.0, "loc": (t + 0.3).tolist(),
-                     "scale": [1.0] * len(t)})
+        rows.append(
+            {
+                "set": "toy",
+                "model": "single",
+                "split": split,
+                "val_nll": 0.0,
+                "loc": t.tolist(),
+                "scale": [0.01] * len(t),
+            }
+        )
+        rows.append(
+            {
+                "set": "toy",
+                "model": "ngboost",
+                "split": split,
+                "val_nll": 0.0,
+                "loc": (t + 0.3).tolist(),
+                "scale": [1.0] * len(t),
+            }
+        )
     found = spikes(tmp_path, rows, "toy")
     assert found["distinct"] <= 9 and found["share"] > 0.9  # nearly every test value repeats in training
     spiky, smooth = found["nll"]["MDN"], found["nll"]["ngboost"]
@@ -167,10 +206,29 @@ def test_the_ngboost_adapter_writes_rows_the_report_reads(tmp_path):
 def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_recipe(tmp_path):
     write_set(tmp_path / "root")
     recipes = tmp_path / "recipes"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "uci_search.py"), "--root", str(tmp_path / "root"),
-                    "--splits", "2", "--stages", "rate", "--out", str(tmp_path / "search"), "--recipes", str(recipes),
-                    "trainer.max_epochs=2", "data.passes_per_epoch=10"],
-                   cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "uci_search.py"),
+            "--root",
+            str(tmp_path / "root"),
+            "--splits",
+            "2",
+            "--stages",
+            "rate",
+            "--out",
+            str(tmp_path / "search"),
+            "--recipes",
+            str(recipes),
+            "trainer.max_epochs=2",
+            "data.passes_per_epoch=10",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     records = [json.loads(p.read_text()) for p in (tmp_path / "search" / "toy").glob("*/*/run.json")]
     assert len(records) == 6 * 2 and all(r["config"]["data.search"] is True for r in records)
     scores = {}

@@ -40,12 +40,15 @@ def _load_weights_only(path: Any, key: str) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every unreadable file gets the same one line
-        raise ConfigError(key, str(path), f"a readable checkpoint (a file torch.save wrote; torch.load "
-                          f"fails on this one with {type(error).__name__})") from None
+        raise ConfigError(
+            key,
+            str(path),
+            f"a readable checkpoint (a file torch.save wrote; torch.load "
+            f"fails on this one with {type(error).__name__})",
+        ) from None
 
 
-def restore(checkpoint: dict[str, Any], path: Any = "", key: str = "ckpt_path",
-            data: dict[str, Any] | None = None):
+def restore(checkpoint: dict[str, Any], path: Any = "", key: str = "ckpt_path", data: dict[str, Any] | None = None):
     """(model, datamodule) rebuilt from a checkpoint; the model in eval mode on the CPU. Settings
     that cannot work or weights that do not fit the model are one ConfigError naming ``key``.
     ``data`` replaces data-module arguments (a table's ``path`` after the file moved)."""
@@ -65,8 +68,11 @@ def restore(checkpoint: dict[str, Any], path: Any = "", key: str = "ckpt_path",
     except (ConfigError, TypeError, RuntimeError, AttributeError) as error:
         if isinstance(error, ConfigError) and error.key == key:
             raise
-        raise ConfigError(key, str(path), f"a checkpoint whose settings and weights fit an mdnlab model "
-                          f"({str(error).splitlines()[0]})") from None
+        raise ConfigError(
+            key,
+            str(path),
+            f"a checkpoint whose settings and weights fit an mdnlab model ({str(error).splitlines()[0]})",
+        ) from None
     return model.eval(), datamodule
 
 
@@ -80,20 +86,29 @@ def check_fits(path: Any, model, max_epochs: int, key: str = "ckpt_path") -> Non
     checkpoint = read(path, key)
     state = checkpoint["state_dict"]
     wanted = model.state_dict()
-    if checkpoint["mdnlab"].get("model_class", "").rsplit(".", 1)[-1] != type(model).__name__ or \
-            {k: tuple(v.shape) for k, v in state.items()} != {k: tuple(v.shape) for k, v in wanted.items()}:
-        settings = ", ".join(f"{k}={v}" for k, v in checkpoint["hyper_parameters"].items()
-                             if not isinstance(v, dict))
-        raise ConfigError(key, str(path), f"a checkpoint of this run's model, {type(model).__name__} with the "
-                          f"same sizes (it holds {checkpoint['mdnlab'].get('model_class')}: {settings})")
+    if checkpoint["mdnlab"].get("model_class", "").rsplit(".", 1)[-1] != type(model).__name__ or {
+        k: tuple(v.shape) for k, v in state.items()
+    } != {k: tuple(v.shape) for k, v in wanted.items()}:
+        settings = ", ".join(f"{k}={v}" for k, v in checkpoint["hyper_parameters"].items() if not isinstance(v, dict))
+        raise ConfigError(
+            key,
+            str(path),
+            f"a checkpoint of this run's model, {type(model).__name__} with the "
+            f"same sizes (it holds {checkpoint['mdnlab'].get('model_class')}: {settings})",
+        )
     if checkpoint["mdnlab"].get("stacked"):
-        raise ConfigError(key, str(path), "a checkpoint Lightning wrote for a run trained alone (this one is a "
-                          "stacked job's weights, with no optimiser or loop state to continue from; "
-                          "score it with mdn-eval, or rerun the job)")
+        raise ConfigError(
+            key,
+            str(path),
+            "a checkpoint Lightning wrote for a run trained alone (this one is a "
+            "stacked job's weights, with no optimiser or loop state to continue from; "
+            "score it with mdn-eval, or rerun the job)",
+        )
     epoch = int(checkpoint.get("epoch", 0))
     if epoch + 1 > max_epochs:
-        raise ConfigError("trainer.max_epochs", max_epochs, f"more than the {epoch + 1} epochs {path} has "
-                          "already trained")
+        raise ConfigError(
+            "trainer.max_epochs", max_epochs, f"more than the {epoch + 1} epochs {path} has already trained"
+        )
 
 
 def write_weights(path: Path, model, datamodule, epoch: int, global_step: int) -> None:
@@ -104,11 +119,15 @@ def write_weights(path: Path, model, datamodule, epoch: int, global_step: int) -
 
     from mdnlab.models.base import class_path
 
-    contents = {"epoch": epoch, "global_step": global_step, "pytorch-lightning_version": lightning.__version__,
-                "state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "datamodule_hyper_parameters": dict(datamodule.hparams),
-                "mdnlab": {"model_class": class_path(model), "datamodule_class": class_path(datamodule),
-                           "stacked": True}}
+    contents = {
+        "epoch": epoch,
+        "global_step": global_step,
+        "pytorch-lightning_version": lightning.__version__,
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "datamodule_hyper_parameters": dict(datamodule.hparams),
+        "mdnlab": {"model_class": class_path(model), "datamodule_class": class_path(datamodule), "stacked": True},
+    }
     SafeCheckpointIO().save_checkpoint(contents, path)
 
 
@@ -141,6 +160,5 @@ def _class(name: Any, base: type, path: Any, key: str) -> type:
         except ImportError:
             cls = None
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(key, str(path), f"a checkpoint naming an mdnlab {base.__name__} class "
-                          f"(it names {name!r})")
+        raise ConfigError(key, str(path), f"a checkpoint naming an mdnlab {base.__name__} class (it names {name!r})")
     return cls

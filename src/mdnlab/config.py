@@ -47,7 +47,7 @@ def _job_dir(number: Any, overrides: Any, limit: int = 160) -> str:
     if len(name) <= limit:
         return name
     digest = hashlib.sha1(str(overrides).encode()).hexdigest()[:8]
-    return f"{name[:limit - 9]}~{digest}"
+    return f"{name[: limit - 9]}~{digest}"
 
 
 def _gpus_per_node(accelerator: str, devices: Any) -> int:
@@ -55,10 +55,12 @@ def _gpus_per_node(accelerator: str, devices: Any) -> int:
 
 
 def register_resolvers() -> None:
-    for name, function, cache in (("run_id", _run_id, True),
-                                  ("mdn_parallel_jobs", _parallel_jobs, False),
-                                  ("mdn_job_dir", _job_dir, False),
-                                  ("mdn_gpus_per_node", _gpus_per_node, False)):
+    for name, function, cache in (
+        ("run_id", _run_id, True),
+        ("mdn_parallel_jobs", _parallel_jobs, False),
+        ("mdn_job_dir", _job_dir, False),
+        ("mdn_gpus_per_node", _gpus_per_node, False),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function, use_cache=cache)
 
@@ -66,8 +68,9 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
-            config_name: str = "train") -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "train"
+) -> DictConfig:
     """The config mdn-train composes from ``overrides``, for use from Python (a notebook, a
     benchmark, a test): Hydra's compose API on the same config tree, made the current Hydra
     config so that the run's paths and records resolve as in a run. With ``output_dir`` (made
@@ -108,8 +111,11 @@ def check_run(cfg: DictConfig) -> None:
         raise ConfigError("torch_threads", threads, f"at most {4 * (os.cpu_count() or 1)} here, or null")
     choice("test_checkpoint", _get(cfg, "test_checkpoint", "auto"), ("auto", "best", "last"))
     if not has_validation(cfg) and _get(cfg, "test_checkpoint", "auto") == "best":
-        raise ConfigError("test_checkpoint", "best", "last or auto when data.val_fraction=0 (without a "
-                          "validation split there is no best checkpoint)")
+        raise ConfigError(
+            "test_checkpoint",
+            "best",
+            "last or auto when data.val_fraction=0 (without a validation split there is no best checkpoint)",
+        )
     integer("trainer.max_epochs", _get(cfg, "trainer.max_epochs"), 1)
     integer("trainer.check_val_every_n_epoch", _get(cfg, "trainer.check_val_every_n_epoch"), 1)
     _check_accelerator(cfg)
@@ -138,8 +144,9 @@ def instantiate_checked(cfg: DictConfig):
     try:
         datamodule = instantiate(cfg.data)
         datamodule.check()
-        model = instantiate(cfg.model, input_dim=datamodule.input_dim,
-                            target_dim=datamodule.target_dim, _recursive_=False)
+        model = instantiate(
+            cfg.model, input_dim=datamodule.input_dim, target_dim=datamodule.target_dim, _recursive_=False
+        )
     except InstantiationException as error:  # Hydra wraps what a constructor raises
         cause = error.__cause__
         if isinstance(cause, ConfigError):
@@ -161,10 +168,16 @@ def _unknown_setting(cfg: DictConfig, error: TypeError) -> ConfigError:
     group = "data" if name in (cfg.get("data") or {}) and name not in (cfg.get("model") or {}) else "model"
     target = get_class(cfg[group]._target_)
     known = [p for p in inspect.signature(target).parameters if p not in ("input_dim", "target_dim")]
-    hint = " (the experiment sets it for another model: with model=mse, e.g. experiment=seed_mse_forward)" \
-        if group == "model" and target.__name__ == "MSERegression" else ""
-    return ConfigError(f"{group}.{name}", OmegaConf.select(cfg, f"{group}.{name}"),
-                       f"a setting of {target.__name__}: {', '.join(known)}{hint}")
+    hint = (
+        " (the experiment sets it for another model: with model=mse, e.g. experiment=seed_mse_forward)"
+        if group == "model" and target.__name__ == "MSERegression"
+        else ""
+    )
+    return ConfigError(
+        f"{group}.{name}",
+        OmegaConf.select(cfg, f"{group}.{name}"),
+        f"a setting of {target.__name__}: {', '.join(known)}{hint}",
+    )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -185,8 +198,9 @@ def _check_accelerator(cfg: DictConfig) -> None:
     if accelerator in ("gpu", "cuda"):
         available = torch.cuda.device_count()
         if available == 0:
-            raise ConfigError("trainer.accelerator", accelerator,
-                              "cpu here: no CUDA GPU is visible (torch.cuda.device_count() == 0)")
+            raise ConfigError(
+                "trainer.accelerator", accelerator, "cpu here: no CUDA GPU is visible (torch.cuda.device_count() == 0)"
+            )
         if isinstance(devices, int) and devices > available:
             raise ConfigError("trainer.devices", devices, f"at most {available} GPUs here")
     elif accelerator == "cpu" and isinstance(devices, int) and devices > (os.cpu_count() or 1):

@@ -27,12 +27,16 @@ class Interrupted(RuntimeError):
 def is_out_of_memory(error: BaseException) -> bool:
     """A failed allocation: torch's CUDA OutOfMemoryError, its CPU allocator's RuntimeError, or
     Python's MemoryError."""
-    return (type(error).__name__ == "OutOfMemoryError" or isinstance(error, MemoryError)
-            or "can't allocate memory" in str(error))
+    return (
+        type(error).__name__ == "OutOfMemoryError"
+        or isinstance(error, MemoryError)
+        or "can't allocate memory" in str(error)
+    )
 
 
 # The checks below are what a constructor calls on its own arguments, so that each class states
 # its constraints once, beside its signature, and a bad value names its config key.
+
 
 def integer(key: str, value: Any, minimum: int, optional: bool = False) -> int | None:
     """``value`` if it is an integer ≥ ``minimum`` (or None when ``optional``)."""
@@ -45,8 +49,7 @@ def integer(key: str, value: Any, minimum: int, optional: bool = False) -> int |
 
 def number(key: str, value: Any, allowed: str, ok: Callable[[float], bool] = lambda v: True) -> float:
     """``value`` as a float if it is a finite number for which ``ok`` holds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not ok(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
         raise ConfigError(key, value, allowed)
     return float(value)
 
@@ -70,5 +73,9 @@ def fits_in_memory(key: str, value: Any, needed_bytes: float, per_unit_bytes: fl
     """Refuse ``value`` when what it needs would take more than half the machine's memory."""
     budget = physical_memory() // 2
     if needed_bytes > budget:
-        raise ConfigError(key, value, f"at most about {int(budget // per_unit_bytes):,} here (half of this "
-                          f"machine's {physical_memory() / 2**30:.0f} GiB of memory)")
+        raise ConfigError(
+            key,
+            value,
+            f"at most about {int(budget // per_unit_bytes):,} here (half of this "
+            f"machine's {physical_memory() / 2**30:.0f} GiB of memory)",
+        )

@@ -72,8 +72,9 @@ class MdnlabSlurmLauncher(SlurmLauncher):
         log.info("submitted SLURM jobs " + " ".join(job.job_id for job in submitted))
         return submitted
 
-    def _results(self, jobs: list, groups: list[list[int]], job_overrides: Sequence[Sequence[str]],
-                 first: int) -> list[JobReturn]:
+    def _results(
+        self, jobs: list, groups: list[list[int]], job_overrides: Sequence[Sequence[str]], first: int
+    ) -> list[JobReturn]:
         """Every sweep job's JobReturn, in order; SLURM job i ran the sweep jobs ``groups[i]``."""
         if not self.wait:
             return self._record(jobs, groups, job_overrides, first)
@@ -83,19 +84,30 @@ class MdnlabSlurmLauncher(SlurmLauncher):
                 returns[i] = result
         return returns
 
-    def _record(self, jobs: list, groups: list[list[int]], job_overrides: Sequence[Sequence[str]],
-                first: int) -> list[JobReturn]:
+    def _record(
+        self, jobs: list, groups: list[list[int]], job_overrides: Sequence[Sequence[str]], first: int
+    ) -> list[JobReturn]:
         """Queued, not waited on: the job ids go to <sweep>/slurm_jobs.json, and each job counts
         as launched."""
         from mdnlab.runs import slurm_jobs
 
         sweep = Path(str(self.config.hydra.sweep.dir))
-        slurm_jobs.record(sweep, [{"num": first + i, "job_id": job.job_id, "overrides": list(job_overrides[i])}
-                                  for job, group in zip(jobs, groups) for i in group])
-        print(f"submitted {len(jobs)} SLURM jobs ({', '.join(job.job_id for job in jobs)}) for "
-              f"{len(job_overrides)} runs; sweep: {sweep}\nfollow them: mdn-report {sweep}")
-        return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=None,
-                          working_dir=str(Path.cwd())) for o in job_overrides]
+        slurm_jobs.record(
+            sweep,
+            [
+                {"num": first + i, "job_id": job.job_id, "overrides": list(job_overrides[i])}
+                for job, group in zip(jobs, groups)
+                for i in group
+            ],
+        )
+        print(
+            f"submitted {len(jobs)} SLURM jobs ({', '.join(job.job_id for job in jobs)}) for "
+            f"{len(job_overrides)} runs; sweep: {sweep}\nfollow them: mdn-report {sweep}"
+        )
+        return [
+            JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=None, working_dir=str(Path.cwd()))
+            for o in job_overrides
+        ]
 
 
 def wait_for(jobs: list, groups: list[list[Sequence[str]]]) -> list[list[JobReturn]]:
@@ -121,8 +133,11 @@ def wait_for(jobs: list, groups: list[list[Sequence[str]]]) -> list[list[JobRetu
             since = ended_at.setdefault(i, time.monotonic())
             if time.monotonic() - since > GRACE_S:
                 ended = "was cancelled" if state == "CANCELLED" else f"ended ({state or 'gone from squeue'})"
-                returns[i] = _failed(groups[i], f"SLURM job {job.job_id} {ended} without a result (its log: "
-                                     f"{job.paths.stderr}); rerun the sweep to continue it from its last checkpoint")
+                returns[i] = _failed(
+                    groups[i],
+                    f"SLURM job {job.job_id} {ended} without a result (its log: "
+                    f"{job.paths.stderr}); rerun the sweep to continue it from its last checkpoint",
+                )
         if len(returns) < len(jobs):
             time.sleep(min(30.0, max(1.0, 0.05 * (time.monotonic() - start))))
     return [returns[i] for i in range(len(jobs))]

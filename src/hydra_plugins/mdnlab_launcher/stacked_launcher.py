@@ -52,16 +52,22 @@ class StackedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = self.compose(numbered)
         groups = self.plan(configs)
-        log.info(f"Launching {len(configs)} jobs: {sum(len(g) > 1 for g in groups)} stacks, "
-                 f"{sum(len(g) == 1 for g in groups)} alone")
+        log.info(
+            f"Launching {len(configs)} jobs: {sum(len(g) > 1 for g in groups)} stacks, "
+            f"{sum(len(g) == 1 for g in groups)} alone"
+        )
         results: list[JobReturn | None] = [None] * len(configs)
         for group in groups:
             if len(group) == 1 and not self.stackable(configs[group[0]]):
                 config = configs[group[0]]
                 log.info(f"\t#{config.hydra.job.num} : {' '.join(filter_overrides(config.hydra.overrides.task))}")
-                results[group[0]] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                            config=config, job_dir_key="hydra.sweep.dir",
-                                            job_subdir_key="hydra.sweep.subdir")
+                results[group[0]] = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
             else:
                 for index, ret in zip(group, self._launch_stack([configs[i] for i in group])):
                     results[index] = ret
@@ -82,20 +88,23 @@ class StackedLauncher(Launcher):
         return configs
 
     def plan(self, configs: list[DictConfig]) -> list[list[int]]:
-        """Job positions grouped into stacks (``training.stacks.plan``) of at most
+        """Job positions grouped into stacks (``training.stack_plan.plan``) of at most
         ``max_models``; a job that cannot stack is a group of its own."""
-        from mdnlab.training import stacks
+        from mdnlab.training import stack_plan
 
         if not getattr(self.task_function, "mdnlab_stackable", False):  # not mdn-train's task
             return [[i] for i in range(len(configs))]
-        return [group[start:start + self.max_models] for group in stacks.plan(configs)
-                for start in range(0, len(group), self.max_models)]
+        return [
+            group[start : start + self.max_models]
+            for group in stack_plan.plan(configs)
+            for start in range(0, len(group), self.max_models)
+        ]
 
     def stackable(self, config: DictConfig) -> bool:
-        from mdnlab.training import stacks
+        from mdnlab.training import stack_plan
 
         trains = getattr(self.task_function, "mdnlab_stackable", False)
-        return trains and stacks.why_not_stackable(config) is None
+        return trains and stack_plan.why_not_stackable(config) is None
 
     def _launch_stack(self, configs: list[DictConfig]) -> list[JobReturn]:
         from mdnlab.training import stacks
@@ -137,8 +146,13 @@ class _SweepConfigs:
     def _plain(self, o) -> bool:
         from hydra.core.override_parser.types import OverrideType
 
-        return (o.type == OverrideType.CHANGE and o.package is None and not o.is_hydra_override()
-                and not o.is_sweep_override() and o.key_or_group not in self.master.hydra.runtime.choices)
+        return (
+            o.type == OverrideType.CHANGE
+            and o.package is None
+            and not o.is_hydra_override()
+            and not o.is_sweep_override()
+            and o.key_or_group not in self.master.hydra.runtime.choices
+        )
 
     def _reuse(self, composed: DictConfig, parsed: list) -> DictConfig:
         from hydra._internal.config_loader_impl import (
@@ -153,7 +167,8 @@ class _SweepConfigs:
             config.hydra.overrides.task = [o.input_line for o in task]
             dirname = config.hydra.job.config.override_dirname
             config.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=task, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+                overrides=task, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys
+            )
         OmegaConf.copy_cache(from_config=self.master, to_config=config)
         return config
 
@@ -167,8 +182,12 @@ def _set_up_job(config: DictConfig) -> tuple[JobReturn, DictConfig]:
     with read_write(task_config), open_dict(task_config):
         del task_config["hydra"]
     OmegaConf.resolve(task_config)  # its paths name this job's directory, whichever job is current later
-    ret = JobReturn(cfg=task_config, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
-                    overrides=list(config.hydra.overrides.task), working_dir=str(Path.cwd()))
+    ret = JobReturn(
+        cfg=task_config,
+        hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+        overrides=list(config.hydra.overrides.task),
+        working_dir=str(Path.cwd()),
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.hydra.output_subdir is not None:
         hydra_output = output_dir / str(config.hydra.output_subdir)

@@ -33,13 +33,15 @@ class StackedSlurmConf(MdnlabSlurmConf):
     compile: bool = True  # torch.compile each stack's loss
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="mdnlab_stacked_slurm", node=StackedSlurmConf(),
-                             provider="mdnlab")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="mdnlab_stacked_slurm", node=StackedSlurmConf(), provider="mdnlab"
+)
 
 
 class StackedSlurmLauncher(MdnlabSlurmLauncher):
-    def __init__(self, threads: Optional[int] = None, max_models: int = 256, compile: bool = True,
-                 **params: Any) -> None:
+    def __init__(
+        self, threads: Optional[int] = None, max_models: int = 256, compile: bool = True, **params: Any
+    ) -> None:
         super().__init__(**params)
         self.stacked = StackedLauncher(threads, max_models, compile)
 
@@ -61,12 +63,22 @@ class StackedSlurmLauncher(MdnlabSlurmLauncher):
             trainer = config.trainer
             devices, nodes = trainer.get("devices"), trainer.get("num_nodes")
             if int(devices or 1) > 1 or int(nodes or 1) > 1:  # one line (Hydra prints no traceback for JobFailed)
-                raise JobFailed("error: " + str(ConfigError(
-                    "hydra/launcher", "stacked_slurm", f"jobs on one device each (a job here has trainer.devices="
-                    f"{devices}, trainer.num_nodes={nodes}); run multi-device jobs with hydra/launcher=slurm")))
-        log.info(f"{len(job_overrides)} jobs as {len(groups)} SLURM jobs: "
-                 f"{sum(len(g) > 1 for g in groups)} stacks (at most {self.stacked.max_models} models), "
-                 f"{sum(len(g) == 1 for g in groups)} alone")
+                raise JobFailed(
+                    "error: "
+                    + str(
+                        ConfigError(
+                            "hydra/launcher",
+                            "stacked_slurm",
+                            f"jobs on one device each (a job here has trainer.devices="
+                            f"{devices}, trainer.num_nodes={nodes}); run multi-device jobs with hydra/launcher=slurm",
+                        )
+                    )
+                )
+        log.info(
+            f"{len(job_overrides)} jobs as {len(groups)} SLURM jobs: "
+            f"{sum(len(g) > 1 for g in groups)} stacks (at most {self.stacked.max_models} models), "
+            f"{sum(len(g) == 1 for g in groups)} alone"
+        )
         task = StackTask(self.stacked)
 
         def submit(map_array, params: list) -> list:

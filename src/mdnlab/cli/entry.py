@@ -60,8 +60,11 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         error = OSError(f"could not write {raised.filename or 'a file'}: {raised.strerror}")
     except Exception as raised:  # noqa: BLE001 - narrowed just below
-        known = raised if isinstance(raised, (ConfigError, NonFiniteLossError, Interrupted)) else (
-            _out_of_memory(raised, cfg) or _from_rank(raised))
+        known = (
+            raised
+            if isinstance(raised, (ConfigError, NonFiniteLossError, Interrupted))
+            else (_out_of_memory(raised, cfg) or _from_rank(raised))
+        )
         if known is None:
             raise
         error = known
@@ -76,8 +79,15 @@ def run_entry_point(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
 
 # the settings that decide how much memory a run takes
-MEMORY_KEYS = ("model.hidden_size", "model.n_hidden_layers", "model.n_gaussians", "model.n_members",
-               "data.n_samples", "data.batch_size", "hydra.launcher.max_models")
+MEMORY_KEYS = (
+    "model.hidden_size",
+    "model.n_hidden_layers",
+    "model.n_gaussians",
+    "model.n_members",
+    "data.n_samples",
+    "data.batch_size",
+    "hydra.launcher.max_models",
+)
 
 
 def _out_of_memory(error: Exception, cfg: DictConfig) -> MemoryError | None:
@@ -88,12 +98,17 @@ def _out_of_memory(error: Exception, cfg: DictConfig) -> MemoryError | None:
     if not is_out_of_memory(error):
         return None
     on_gpu = type(error).__name__ == "OutOfMemoryError"
-    sizes = [f"{key}={value}" for key in MEMORY_KEYS
-             if (value := OmegaConf.select(cfg, key, default=None, throw_on_missing=False)) is not None]
+    sizes = [
+        f"{key}={value}"
+        for key in MEMORY_KEYS
+        if (value := OmegaConf.select(cfg, key, default=None, throw_on_missing=False)) is not None
+    ]
     device = "GPU" if on_gpu else "CPU"
-    return MemoryError(f"out of {device} memory with {', '.join(sizes)}: lower one of them (data.batch_size "
-                       "for fewer points a step; hydra.launcher.max_models for smaller stacks) or run where "
-                       "there is more memory; the run directory keeps what it had written")
+    return MemoryError(
+        f"out of {device} memory with {', '.join(sizes)}: lower one of them (data.batch_size "
+        "for fewer points a step; hydra.launcher.max_models for smaller stacks) or run where "
+        "there is more memory; the run directory keeps what it had written"
+    )
 
 
 def _from_rank(error: Exception) -> Exception | None:
@@ -130,32 +145,51 @@ def resume_arguments(argv: list[str]) -> list[str]:
             recorded = run_dir / ".hydra" / "overrides.yaml"
             last = run_dir / "checkpoints" / "last.ckpt"
             if not recorded.is_file() or not last.is_file():
-                _refuse(f"resume={value!r} is not allowed: a run directory holding .hydra/overrides.yaml "
-                        "and checkpoints/last.ckpt")
+                _refuse(
+                    f"resume={value!r} is not allowed: a run directory holding .hydra/overrides.yaml "
+                    "and checkpoints/last.ckpt"
+                )
             if (run_dir / "metrics.json").is_file() and len(args) == 1:
                 print(f"already finished, skipped: {run_dir}")  # nothing to resume, nothing written
                 sys.exit(0)
             original = _original_overrides(run_dir)
             unsafe = [o for o in original if not _replayable(o)]
             if unsafe:
-                _refuse(f"resume={value!r} is not allowed: a run directory whose .hydra/overrides.yaml holds "
-                        f"only mdnlab settings (it holds {unsafe[0]!r}, which replaying could run as code)")
-            args[i:i + 1] = [*original, f"ckpt_path={_quoted(last)}"]
+                _refuse(
+                    f"resume={value!r} is not allowed: a run directory whose .hydra/overrides.yaml holds "
+                    f"only mdnlab settings (it holds {unsafe[0]!r}, which replaying could run as code)"
+                )
+            args[i : i + 1] = [*original, f"ckpt_path={_quoted(last)}"]
             extra = _continue_in(run_dir)
             break
         if key == "ckpt_path" and value:
             path = Path(value).expanduser().resolve()
             run_dir = path.parent.parent
             if path.parent.name == "checkpoints" and (run_dir / ".hydra" / "overrides.yaml").is_file():
-                mine = sorted(a for a in args if a.partition("=")[0] not in ("ckpt_path", "resume")
-                              and not a.startswith("hydra."))
+                mine = sorted(
+                    a for a in args if a.partition("=")[0] not in ("ckpt_path", "resume") and not a.startswith("hydra.")
+                )
                 if mine == sorted(_original_overrides(run_dir)):
                     extra = _continue_in(run_dir)
     return [argv[0], *args, *extra] if extra else list(argv)
 
 
-OUR_ROOTS = ("seed", "data", "model", "trainer", "logger", "callbacks", "experiment", "paths",
-             "test_checkpoint", "figures", "torch_threads", "auto_resume", "hparams_search", "task_name")
+OUR_ROOTS = (
+    "seed",
+    "data",
+    "model",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "paths",
+    "test_checkpoint",
+    "figures",
+    "torch_threads",
+    "auto_resume",
+    "hparams_search",
+    "task_name",
+)
 
 
 def _replayable(override: str) -> bool:
@@ -172,8 +206,11 @@ def _replayable(override: str) -> bool:
 def _original_overrides(run_dir: Path) -> list[str]:
     from omegaconf import OmegaConf
 
-    return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-            if str(o).partition("=")[0].lstrip("+~") not in ("ckpt_path", "resume")]
+    return [
+        str(o)
+        for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+        if str(o).partition("=")[0].lstrip("+~") not in ("ckpt_path", "resume")
+    ]
 
 
 def _refuse(line: str) -> None:
@@ -202,15 +239,19 @@ def check_log_folder(argv: list[str]) -> None:
         with tempfile.TemporaryFile(dir=folder.expanduser()):
             pass
     except OSError as error:
-        _refuse(f"{source}={str(where)!r} is not allowed: a folder this user can write in ({error.strerror}: "
-                f"{error.filename or folder}); set MDNLAB_LOG_DIR or paths.log_dir=<folder>")
+        _refuse(
+            f"{source}={str(where)!r} is not allowed: a folder this user can write in ({error.strerror}: "
+            f"{error.filename or folder}); set MDNLAB_LOG_DIR or paths.log_dir=<folder>"
+        )
 
 
 def _continue_in(run_dir: Path) -> list[str]:
     from datetime import datetime
 
-    return [f"hydra.run.dir={_quoted(run_dir)}",
-            f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"]
+    return [
+        f"hydra.run.dir={_quoted(run_dir)}",
+        f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}",
+    ]
 
 
 def _remove_if_only_hydra_files(run_dir: Path) -> None:

@@ -38,8 +38,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     metrics = evaluate(model, datamodule, cfg.split)
     out = Path(cfg.paths.output_dir)
     write_json_atomic(out / "metrics.json", {"metrics": metrics, "ckpt_path": str(cfg.ckpt_path)})
-    write_json_atomic(out / "run.json", {"run_dir": str(out), "ckpt_path": str(cfg.ckpt_path),
-                                         "split": cfg.split, "metrics": metrics})
+    write_json_atomic(
+        out / "run.json", {"run_dir": str(out), "ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "metrics": metrics}
+    )
     for name, value in sorted(metrics.items()):
         print(f"{name:32s} {value:.6g}")
     print(f"written to {out / 'metrics.json'}")

@@ -22,10 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (holds multirun.yaml)")
     args = parser.parse_args(argv)
     sweep = args.sweep_dir
-    if not (sweep / "multirun.yaml").is_file() or not (any((p / ".hydra").is_dir() for p in sweep.iterdir())
-                                                       or (sweep / "slurm_jobs.json").is_file()):
-        print(f"error: sweep_dir={str(sweep)!r} is not allowed: a multirun directory with job "
-              "folders (logs/train/multiruns/<run id>)", file=sys.stderr)
+    if not (sweep / "multirun.yaml").is_file() or not (
+        any((p / ".hydra").is_dir() for p in sweep.iterdir()) or (sweep / "slurm_jobs.json").is_file()
+    ):
+        print(
+            f"error: sweep_dir={str(sweep)!r} is not allowed: a multirun directory with job "
+            "folders (logs/train/multiruns/<run id>)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     rows = collect(sweep)
     groups, rank_by = group(rows)
@@ -39,8 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     states = ("queued", "running", "completed", "failed", "unfinished")
     print("\njobs: " + ", ".join(f"{n} {s}" for s in states if (n := sum(r["status"] == s for r in rows))))
     written = ", ".join(str(sweep / f) for f in ("groups.csv", "report.csv", "report.md"))
-    print(f"\n{len(rows)} jobs in {len(groups)} settings, {failed} not completed; written: {written}"
-          + (f", {sweep / 'report.png'}" if plotted else ""))
+    print(
+        f"\n{len(rows)} jobs in {len(groups)} settings, {failed} not completed; written: {written}"
+        + (f", {sweep / 'report.png'}" if plotted else "")
+    )
 
 
 if __name__ == "__main__":

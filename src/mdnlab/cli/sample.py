@@ -30,29 +30,33 @@ def sample_checkpoint(cfg: DictConfig) -> list[Path]:
         raise ConfigError("format", cfg.format, "one of " + ", ".join(FORMATS))
     for key in ("n_samples", "grid_points"):
         integer(key, cfg[key], 1)
-    if isinstance(cfg.temperature, bool) or not isinstance(cfg.temperature, (int, float)) \
-            or not cfg.temperature > 0:
+    if isinstance(cfg.temperature, bool) or not isinstance(cfg.temperature, (int, float)) or not cfg.temperature > 0:
         raise ConfigError("temperature", cfg.temperature, "a number > 0")
     model, datamodule = checkpoint.load(cfg.ckpt_path)
     if cfg.temperature != 1 and not hasattr(model, "predictive_mixture"):
-        raise ConfigError("temperature", cfg.temperature, "1 for a model that is not a mixture (it tempers "
-                          "the choice of component)")
+        raise ConfigError(
+            "temperature", cfg.temperature, "1 for a model that is not a mixture (it tempers the choice of component)"
+        )
     inputs = parse_inputs(cfg.inputs, model.input_mean.numel())
     per_draw = 8 * 4 * model.target_dim  # float64 draws, and their copies on the way to a file
     fits_in_memory("n_samples", cfg.n_samples, len(inputs) * cfg.n_samples * per_draw, len(inputs) * per_draw)
     low, high = target_span(model, datamodule)
-    summary = predictive_summary(model, inputs, cfg.n_samples, int(cfg.seed), float(cfg.temperature),
-                                 low, high, cfg.grid_points)
+    summary = predictive_summary(
+        model, inputs, cfg.n_samples, int(cfg.seed), float(cfg.temperature), low, high, cfg.grid_points
+    )
     out = Path(cfg.paths.output_dir)
     paths = [write_npz(summary, out / "samples.npz")] if cfg.format == "npz" else write_csv(summary, out)
     if cfg.get("plot"):
         paths.append(plot(summary, datamodule, model.target_dim, out / "predictive.png"))
-    write_json_atomic(out / "run.json", {"run_dir": str(out), "ckpt_path": str(cfg.ckpt_path),
-                                         "files": [str(p) for p in paths]})
+    write_json_atomic(
+        out / "run.json", {"run_dir": str(out), "ckpt_path": str(cfg.ckpt_path), "files": [str(p) for p in paths]}
+    )
     for n, x in enumerate(inputs.tolist()):
-        print(f"input {_fmt(x)}: mean {_fmt(summary['mean'][n].tolist())}, "
-              f"std {_fmt(summary['std'][n].tolist())}, "
-              f"most probable mode {_fmt(summary['most_probable_mode'][n].tolist())}")
+        print(
+            f"input {_fmt(x)}: mean {_fmt(summary['mean'][n].tolist())}, "
+            f"std {_fmt(summary['std'][n].tolist())}, "
+            f"most probable mode {_fmt(summary['most_probable_mode'][n].tolist())}"
+        )
     print("written:", *map(str, paths), sep="\n  ")
     return paths
 
@@ -102,15 +106,20 @@ def write_csv(summary: dict[str, torch.Tensor], directory: Path) -> list[Path]:
         body += [columns("pi"), columns("mu"), scale.reshape(n, -1)]
     draws = summary["samples"].reshape(n, -1, d)
     samples = [[*inputs[r].tolist(), *draw] for r in range(n) for draw in draws[r].tolist()]
-    tables = {"summary.csv": (header, torch.cat(body, 1).tolist()),
-              "samples.csv": (in_cols + cols("sample", d), samples)}
+    tables = {
+        "summary.csv": (header, torch.cat(body, 1).tolist()),
+        "samples.csv": (in_cols + cols("sample", d), samples),
+    }
     if "density" not in summary and "marginal_density" not in summary:
         return _write_tables(tables, directory)
     grid = summary["grid"].reshape(-1, d)
     density = (summary["density"] if one_target else summary["marginal_density"]).reshape(n, d, -1)
-    density_rows = [[*inputs[r].tolist(), *([] if one_target else [j]), t, p]
-                    for r in range(n) for j in range(d)
-                    for t, p in zip(grid[:, j].tolist(), density[r, j].tolist())]
+    density_rows = [
+        [*inputs[r].tolist(), *([] if one_target else [j]), t, p]
+        for r in range(n)
+        for j in range(d)
+        for t, p in zip(grid[:, j].tolist(), density[r, j].tolist())
+    ]
     density_cols = ["target", "density"] if one_target else ["target_index", "target", "marginal_density"]
     return _write_tables({**tables, "density.csv": (in_cols + density_cols, density_rows)}, directory)
 
@@ -128,12 +137,14 @@ def _write_tables(rows: dict[str, tuple[list, list]], directory: Path) -> list[P
 
 def parse_inputs(values, input_dim: int) -> torch.Tensor:
     """inputs=[-5,0,5] for one input; inputs=[[0.5,0.3],[0.6,0.2]] (rows) for several."""
-    example = "inputs=[-5,0,5]" if input_dim == 1 else \
-        "inputs=[" + ",".join(["[" + ",".join(["0.5"] * input_dim) + "]"] * 2) + "]"
+    example = (
+        "inputs=[-5,0,5]"
+        if input_dim == 1
+        else "inputs=[" + ",".join(["[" + ",".join(["0.5"] * input_dim) + "]"] * 2) + "]"
+    )
     allowed = f"a non-empty list of finite numbers, one row of {input_dim} per input, e.g. {example}"
     try:
-        rows = [[float(v)] if input_dim == 1 and not _is_list(v) else [float(c) for c in v]
-                for v in values]
+        rows = [[float(v)] if input_dim == 1 and not _is_list(v) else [float(c) for c in v] for v in values]
     except (TypeError, ValueError):
         raise ConfigError("inputs", _plain(values), allowed) from None
     inputs = torch.tensor(rows, dtype=torch.float64)

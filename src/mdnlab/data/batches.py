@@ -61,10 +61,19 @@ class TensorBatches:
     in a stack (``StackedBatches``) draws the same bits through the same function.
     """
 
-    def __init__(self, inputs: Tensor, targets: Tensor, batch_size: int | None = None,
-                 repeats: int = 1, shuffle: bool = False, seed: int = 0, rank: int = 0,
-                 input_noise: float = 0.0, target_noise: float = 0.0,
-                 epoch_of: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        batch_size: int | None = None,
+        repeats: int = 1,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        input_noise: float = 0.0,
+        target_noise: float = 0.0,
+        epoch_of: Callable[[], int] | None = None,
+    ) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.repeats, self.shuffle = batch_size, repeats, shuffle
         self.seed, self.rank, self.noise = seed, rank, (input_noise, target_noise)
@@ -83,8 +92,9 @@ class TensorBatches:
         n_inputs = self.inputs.shape[1]
         width = n_inputs + self.targets.shape[1]
         input_noise, target_noise = self.noise
-        steps = epoch_steps(keys, len(self.inputs), self.batch_size, self.repeats, self.shuffle,
-                            width if any(self.noise) else 0)
+        steps = epoch_steps(
+            keys, len(self.inputs), self.batch_size, self.repeats, self.shuffle, width if any(self.noise) else 0
+        )
         for idx, eps in steps:
             x, y = (self.inputs, self.targets) if idx is None else (self.inputs[idx[0]], self.targets[idx[0]])
             if input_noise:
@@ -103,9 +113,15 @@ def epoch_keys(parts: list[tuple[int, int, int]], device: torch.device) -> Tenso
     return draws.keys(seeds, ranks, epochs)
 
 
-def epoch_steps(keys: Tensor, n: int, batch_size: int | None, repeats: int, shuffle: bool,
-                width: int, kernel: Callable[[Tensor, int], Tensor] | None = None,
-                ) -> Iterator[tuple[Tensor | None, Tensor | None]]:
+def epoch_steps(
+    keys: Tensor,
+    n: int,
+    batch_size: int | None,
+    repeats: int,
+    shuffle: bool,
+    width: int,
+    kernel: Callable[[Tensor, int], Tensor] | None = None,
+) -> Iterator[tuple[Tensor | None, Tensor | None]]:
     """What each step of an epoch uses, for S models at once: (idx (S, b): the points of the
     batch, None for the whole split; ε (S, width, b): standard normals for its inputs' columns
     then its targets', None for width 0). Column c of the point in place j of step t's batch
@@ -119,8 +135,11 @@ def epoch_steps(keys: Tensor, n: int, batch_size: int | None, repeats: int, shuf
     orders = None
     if not whole:
         passes = torch.arange(repeats, device=device)
-        orders = (draws.permutations(keys, passes, n) if shuffle
-                  else torch.arange(n, device=device).expand(n_models, repeats, n))
+        orders = (
+            draws.permutations(keys, passes, n)
+            if shuffle
+            else torch.arange(n, device=device).expand(n_models, repeats, n)
+        )
     chunk = max(1, min(n_steps, CHUNK_ELEMENTS // max(1, n_models * rows * width)))
     eps = None
     for step in range(n_steps):
@@ -130,7 +149,7 @@ def epoch_steps(keys: Tensor, n: int, batch_size: int | None, repeats: int, shuf
         idx = None
         if orders is not None:
             pass_, first = step // per_pass, (step % per_pass) * rows
-            idx = orders[:, pass_, first:first + rows]
+            idx = orders[:, pass_, first : first + rows]
         b = n if idx is None else idx.shape[1]
         yield idx, (eps[:, step % chunk, :, :b] if width else None)
 

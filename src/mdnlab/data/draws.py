@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-NOISE, SHUFFLE = 0, 1             # streams: what a draw is for, each its own counter space
+NOISE, SHUFFLE = 0, 1  # streams: what a draw is for, each its own counter space
 _STREAMS = 4
 _U64 = (1 << 64) - 1
 
@@ -46,9 +46,9 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >> 63 else value
 
 
-_GAMMA = _signed(0x9E3779B97F4A7C15)       # SplitMix64's increment (2⁶⁴/φ, odd)
+_GAMMA = _signed(0x9E3779B97F4A7C15)  # SplitMix64's increment (2⁶⁴/φ, odd)
 _GAMMA_STEP = _signed(0xD1B54A32D192ED03)  # another odd constant: the step's place in the key
-_START = 0x243F6A8885A308D3                 # the keys' chain starts here, not at mix(0) = 0
+_START = 0x243F6A8885A308D3  # the keys' chain starts here, not at mix(0) = 0
 _C1, _C2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
 
 
@@ -118,8 +118,8 @@ def _reciprocal(d: Tensor) -> Tensor:
 def _log_u(k: Tensor) -> Tensor:
     """ln(k·2⁻²⁴) for integers k in [1, 2²⁴] (float32): k = m·2ᵉ with m in [√½, √2), then
     ln m = 2 atanh s = 2s(1 + s²/3 + s⁴/5 + s⁶/7 + s⁸/9), s = (m − 1)/(m + 1), |s| < 0.172."""
-    bits = k.to(torch.float32).view(torch.int32)               # k ≤ 2²⁴: exact in float32
-    m = ((bits & 0x7FFFFF) | 0x3F800000).view(torch.float32)     # mantissa in [1, 2)
+    bits = k.to(torch.float32).view(torch.int32)  # k ≤ 2²⁴: exact in float32
+    m = ((bits & 0x7FFFFF) | 0x3F800000).view(torch.float32)  # mantissa in [1, 2)
     big = m > _SQRT2
     m = torch.where(big, m * 0.5, m)
     exponent = (bits >> 23) - (127 + 24) + big.to(torch.int32)

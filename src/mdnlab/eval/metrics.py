@@ -27,8 +27,9 @@ def predict(model, inputs: Tensor) -> Mixture:
     return Mixture(*mixture_).map(lambda p: p.detach().to("cpu", torch.float64))
 
 
-def mixture_metrics(m: Mixture, targets: Tensor, points: dict[str, Tensor] | None = None,
-                    seed: int = 0) -> dict[str, float]:
+def mixture_metrics(
+    m: Mixture, targets: Tensor, points: dict[str, Tensor] | None = None, seed: int = 0
+) -> dict[str, float]:
     """Scores of a predictive mixture against targets ((N,) or (N, 1) for one target, (N, D)).
 
     NLL and the point errors (of the mixture mean, the most probable mode and the top
@@ -85,8 +86,7 @@ def oracle_metrics(problem, inputs: Tensor, targets: Tensor, nll: float) -> dict
     E[KL(p_true ‖ p_model)]) and the MSE floor E[Var(target | input)]."""
     log_density, _, variance = problem.oracle(inputs, targets)
     oracle_nll = -log_density.mean().item()
-    return {"oracle_nll": oracle_nll, "excess_nll": nll - oracle_nll,
-            "mse_floor": variance.mean().item()}
+    return {"oracle_nll": oracle_nll, "excess_nll": nll - oracle_nll, "mse_floor": variance.mean().item()}
 
 
 def evaluate(model, datamodule, split: str = "test") -> dict[str, float]:

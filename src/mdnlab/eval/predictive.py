@@ -12,8 +12,9 @@ from mdnlab.eval.sampled import densest_draw, draws_of
 from mdnlab.mixtures import CHUNK_ELEMENTS
 
 
-def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, temperature: float,
-                       low: Tensor, high: Tensor, grid_points: int) -> dict[str, Tensor]:
+def predictive_summary(
+    model, inputs: Tensor, n_samples: int, seed: int, temperature: float, low: Tensor, high: Tensor, grid_points: int
+) -> dict[str, Tensor]:
     """float64 tensors by name, for n inputs (rows of ``inputs``), K components, D targets:
 
         inputs (n, I)   samples (n, S, D)   mean, std, most_probable_mode (n, D)
@@ -34,10 +35,13 @@ def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, tempera
         return _distribution_summary(model, inputs, n_samples, seed, low, high, grid_points)
     m = predict(model, inputs.float()).columns()
     modes = m.modes()
-    grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
-                        for lo, hi in zip(low, high)], -1)
-    densities = [m.marginal(d).map(lambda p: p.unsqueeze(1)).log_prob(grid[:, d].reshape(1, -1)).exp()
-                 for d in range(m.n_targets)]
+    grid = torch.stack(
+        [torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64) for lo, hi in zip(low, high)], -1
+    )
+    densities = [
+        m.marginal(d).map(lambda p: p.unsqueeze(1)).log_prob(grid[:, d].reshape(1, -1)).exp()
+        for d in range(m.n_targets)
+    ]
     summary = {
         "inputs": inputs if inputs.shape[1] > 1 else inputs.reshape(-1),
         "samples": _draw(m, n_samples, torch.Generator().manual_seed(seed), temperature),
@@ -56,12 +60,14 @@ def predictive_summary(model, inputs: Tensor, n_samples: int, seed: int, tempera
 
 
 @torch.no_grad()
-def _distribution_summary(model, inputs: Tensor, n_samples: int, seed: int, low: Tensor, high: Tensor,
-                          grid_points: int) -> dict[str, Tensor]:
+def _distribution_summary(
+    model, inputs: Tensor, n_samples: int, seed: int, low: Tensor, high: Tensor, grid_points: int
+) -> dict[str, Tensor]:
     predictive = model.eval().predictive_distribution(inputs.float())
     draws = draws_of(predictive, n_samples, seed).double().transpose(0, 1)  # (n, S, D)
-    grid = torch.stack([torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64)
-                        for lo, hi in zip(low, high)], -1)
+    grid = torch.stack(
+        [torch.linspace(float(lo), float(hi), grid_points, dtype=torch.float64) for lo, hi in zip(low, high)], -1
+    )
     summary = {
         "inputs": inputs if inputs.shape[1] > 1 else inputs.reshape(-1),
         "samples": draws,

@@ -45,8 +45,9 @@ def draws_of(distribution: Distribution, n: int, seed: int) -> Tensor:
         return distribution.sample((n,))
 
 
-def distribution_metrics(predictive: Callable[[Tensor], Distribution], inputs: Tensor, targets: Tensor,
-                         seed: int = 0, draws: int = DRAWS) -> tuple[dict[str, float], dict[str, Tensor]]:
+def distribution_metrics(
+    predictive: Callable[[Tensor], Distribution], inputs: Tensor, targets: Tensor, seed: int = 0, draws: int = DRAWS
+) -> tuple[dict[str, float], dict[str, Tensor]]:
     """(metrics, point predictions) of ``predictive(inputs)`` against ``targets`` ((N,) or
     (N, D)), in chunks of rows that keep the draws under CHUNK_ELEMENTS numbers."""
     if draws < 2 * MC_BATCHES or draws % MC_BATCHES:
@@ -54,8 +55,7 @@ def distribution_metrics(predictive: Callable[[Tensor], Distribution], inputs: T
     t = targets.to(torch.float64).reshape(len(targets), -1)
     n_targets = t.shape[1]
     rows = max(1, CHUNK_ELEMENTS // (draws * n_targets))
-    parts = [_chunk(predictive(inputs[i:i + rows]), t[i:i + rows], seed + i, draws)
-             for i in range(0, len(t), rows)]
+    parts = [_chunk(predictive(inputs[i : i + rows]), t[i : i + rows], seed + i, draws) for i in range(0, len(t), rows)]
     joined = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
     log_p, pit = joined.pop("log_p"), joined.pop("pit")
     points = {"mean": joined.pop("mean"), "mode": joined.pop("mode")}

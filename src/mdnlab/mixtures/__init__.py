@@ -30,7 +30,7 @@ def map_rows(function: Callable[..., Any], m: "Mixture", *tensors: Tensor, per_r
     rows = max(1, CHUNK_ELEMENTS // max(1, per_row))
     if m.logits.dim() < 2 or n <= rows:
         return function(m, *tensors)
-    outs = [function(m.rows(slice(i, i + rows)), *(t[i:i + rows] for t in tensors)) for i in range(0, n, rows)]
+    outs = [function(m.rows(slice(i, i + rows)), *(t[i : i + rows] for t in tensors)) for i in range(0, n, rows)]
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(parts) for parts in zip(*outs))
     return torch.cat(outs)
@@ -155,8 +155,7 @@ class Mixture(NamedTuple):
             components = Independent(Normal(self.mu, self.scale), 1)
         return MixtureSameFamily(Categorical(logits=self.logits), components)
 
-    def sample(self, n_samples: int, generator: torch.Generator | None = None,
-               temperature: float = 1.0) -> Tensor:
+    def sample(self, n_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
         """Gumbel-max draws: (..., n_samples) for one target, (..., n_samples, D) for D."""
         draw = mixture.sample if self.univariate else mvmixture.sample
         return draw(*self, n_samples, generator=generator, temperature=temperature)

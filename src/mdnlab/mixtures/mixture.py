@@ -127,8 +127,9 @@ def sample(
     return (chosen_mu + chosen_sigma * eps).movedim(0, -1)
 
 
-def choose_components(logits: Tensor, n_samples: int, generator: torch.Generator | None,
-                      temperature: float = 1.0) -> Tensor:
+def choose_components(
+    logits: Tensor, n_samples: int, generator: torch.Generator | None, temperature: float = 1.0
+) -> Tensor:
     """Component indices (n_samples, ...) by the Gumbel-max trick: argmax_k (log π_k / τ + g_k)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -138,9 +139,7 @@ def choose_components(logits: Tensor, n_samples: int, generator: torch.Generator
     return (torch.log_softmax(logits, -1) / temperature + gumbel).argmax(-1)
 
 
-def modes(
-    logits: Tensor, mu: Tensor, sigma: Tensor, n_iter: int = 50, tol: float = 1e-6
-) -> tuple[Tensor, Tensor]:
+def modes(logits: Tensor, mu: Tensor, sigma: Tensor, n_iter: int = 50, tol: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Local maxima of the density, found by mean-shift from each μ_k (Carreira-Perpiñán, 2000):
 
         t ← Σ_k r_k(t) μ_k / σ_k²  /  Σ_k r_k(t) / σ_k²,   r_k(t) ∝ π_k N(t; μ_k, σ_k²).

@@ -109,9 +109,7 @@ def sample(
     return draws.movedim(0, -2)
 
 
-def modes(
-    logits: Tensor, mu: Tensor, scale: Tensor, n_iter: int = 50, tol: float = 1e-6
-) -> tuple[Tensor, Tensor]:
+def modes(logits: Tensor, mu: Tensor, scale: Tensor, n_iter: int = 50, tol: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Local maxima of the density by mean-shift from each μ_k (Carreira-Perpiñán, 2000):
 
         t ← (Σ_k r_k(t) Σ_k⁻¹)⁻¹ Σ_k r_k(t) Σ_k⁻¹ μ_k,   r_k(t) ∝ π_k N(t; μ_k, Σ_k).
@@ -157,8 +155,13 @@ def most_probable_component_mean(logits: Tensor, mu: Tensor) -> Tensor:
 
 
 def energy_score(
-    logits: Tensor, mu: Tensor, scale: Tensor, target: Tensor, n_samples: int = 200,
-    *, generator: torch.Generator | None = None,
+    logits: Tensor,
+    mu: Tensor,
+    scale: Tensor,
+    target: Tensor,
+    n_samples: int = 200,
+    *,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Energy score ES = E‖T − t‖ − ½ E‖T − T'‖ (Gneiting & Raftery, 2007), T, T' from the
     mixture: the multivariate CRPS (equal to it for D = 1). No closed form for mixtures, so a

@@ -6,5 +6,11 @@ from mdnlab.models.flow import ConditionalFlow
 from mdnlab.models.mdn import COVARIANCES, SIGMA_TRANSFORMS, MixtureDensityNetwork
 from mdnlab.models.mse import MSERegression, fit_least_squares
 
-__all__ = ["COVARIANCES", "SIGMA_TRANSFORMS", "ConditionalFlow", "MSERegression", "MixtureDensityNetwork",
-           "fit_least_squares"]
+__all__ = [
+    "COVARIANCES",
+    "SIGMA_TRANSFORMS",
+    "ConditionalFlow",
+    "MSERegression",
+    "MixtureDensityNetwork",
+    "fit_least_squares",
+]

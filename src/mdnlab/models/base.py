@@ -46,8 +46,15 @@ class Regressor(EpochTraining, L.LightningModule):
 
     metric: str  # "nll" or "mse": names val/<metric>, the checkpoint monitor
 
-    def __init__(self, input_dim: int, target_dim: int, hidden_size: int, n_hidden_layers: int,
-                 activation: str, optimizer: Mapping | None) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        target_dim: int,
+        hidden_size: int,
+        n_hidden_layers: int,
+        activation: str,
+        optimizer: Mapping | None,
+    ) -> None:
         super().__init__()
         integer("model.input_dim", input_dim, 1)
         integer("model.target_dim", target_dim, 1)
@@ -93,8 +100,7 @@ class Regressor(EpochTraining, L.LightningModule):
     def configure_optimizers(self):
         from hydra.utils import instantiate
 
-        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER, params=self.parameters(),
-                                _partial_=False)
+        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER, params=self.parameters(), _partial_=False)
         if self.hparams.scheduler is None:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer, _partial_=False)
@@ -108,8 +114,13 @@ class Regressor(EpochTraining, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         mean_loss = self.epoch_training_loss()
         if mean_loss is not None:
-            self.log(f"train/{self.training_metric}", self.to_original_units(mean_loss),
-                     on_epoch=True, sync_dist=True, batch_size=1)
+            self.log(
+                f"train/{self.training_metric}",
+                self.to_original_units(mean_loss),
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=1,
+            )
         # Schedulers step once per epoch; a plateau scheduler only after a validation, with the
         # value that validation produced (never a stale one from an earlier epoch).
         scheduler = self.lr_schedulers()

@@ -39,8 +39,9 @@ _PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
 def _is_registered(state: dict[str, Any], name: str) -> bool:
-    return (name in state.get("_parameters", ()) or name in state.get("_buffers", ())
-            or name in state.get("_modules", ()))
+    return (
+        name in state.get("_parameters", ()) or name in state.get("_buffers", ()) or name in state.get("_modules", ())
+    )
 
 
 class EpochTraining:
@@ -97,7 +98,8 @@ class EpochTraining:
             raise NonFiniteLossError(
                 f"training loss became non-finite ({losses[first].item()}) in epoch "
                 f"{self.current_epoch} at global step {self.global_step - len(losses) + first}; "
-                "stopped before saving")
+                "stopped before saving"
+            )
         self._train_sum, self._train_steps = losses.sum(), len(losses)
         # Loggers put epoch-level metrics at this counter of batches (one Lightning batch here
         # per epoch); set it to the optimiser step, so train/val/test share one axis (private)
@@ -158,7 +160,7 @@ class EpochTraining:
         trainer = self.trainer
         hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
         listening = any(is_overridden(h, self, L.LightningModule) for h in hooks) or any(
-            is_overridden(h, cb, Callback) for h in hooks for cb in trainer.callbacks)
-        plain = (type(trainer.strategy) is SingleDeviceStrategy
-                 and type(trainer.precision_plugin) is Precision)
+            is_overridden(h, cb, Callback) for h in hooks for cb in trainer.callbacks
+        )
+        plain = type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
         return plain and not listening and trainer.gradient_clip_val is None

@@ -27,9 +27,18 @@ class ConditionalFlow(Regressor):
 
     metric = "nll"
 
-    def __init__(self, input_dim: int = 1, target_dim: int = 1, hidden_size: int = 64, n_hidden_layers: int = 2,
-                 activation: str = "relu", transforms: int = 3, bins: int = 8, optimizer=None,
-                 scheduler=None) -> None:
+    def __init__(
+        self,
+        input_dim: int = 1,
+        target_dim: int = 1,
+        hidden_size: int = 64,
+        n_hidden_layers: int = 2,
+        activation: str = "relu",
+        transforms: int = 3,
+        bins: int = 8,
+        optimizer=None,
+        scheduler=None,
+    ) -> None:
         super().__init__(input_dim, target_dim, hidden_size, n_hidden_layers, activation, optimizer)
         integer("model.transforms", transforms, 1)
         integer("model.bins", bins, 2)
@@ -37,9 +46,14 @@ class ConditionalFlow(Regressor):
 
         optimizer, scheduler = plain(optimizer), plain(scheduler)  # read by save_hyperparameters
         self.save_hyperparameters(logger=False)
-        self.flow = zuko.flows.NSF(features=target_dim, context=input_dim, transforms=transforms, bins=bins,
-                                   hidden_features=[hidden_size] * n_hidden_layers,
-                                   activation=ACTIVATIONS[activation])
+        self.flow = zuko.flows.NSF(
+            features=target_dim,
+            context=input_dim,
+            transforms=transforms,
+            bins=bins,
+            hidden_features=[hidden_size] * n_hidden_layers,
+            activation=ACTIVATIONS[activation],
+        )
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         """−mean log p(y | x) in standardised units."""

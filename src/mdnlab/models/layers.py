@@ -8,12 +8,17 @@ import torch
 from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
 }
 
 
-def mlp_trunk(input_dim: int, hidden_size: int, n_hidden_layers: int, activation: str,
-              members: int = 1) -> nn.Sequential:
+def mlp_trunk(
+    input_dim: int, hidden_size: int, n_hidden_layers: int, activation: str, members: int = 1
+) -> nn.Sequential:
     """input_dim → [Linear(hidden_size) → activation] × n_hidden_layers; with ``members`` > 1,
     M independent trunks as ``MemberLinear`` layers, (M, N, input_dim) → (M, N, hidden_size)."""
     layers: list[nn.Module] = []

@@ -42,17 +42,32 @@ class MixtureDensityNetwork(Regressor):
 
     metric = "nll"
 
-    def __init__(self, input_dim: int = 1, target_dim: int = 1, n_gaussians: int = 5,
-                 hidden_size: int = 20, n_hidden_layers: int = 1, activation: str = "tanh",
-                 sigma_transform: str = "exp", min_sigma: float = 0.0, covariance: str = "diag",
-                 n_members: int = 1, optimizer=None, scheduler=None) -> None:
+    def __init__(
+        self,
+        input_dim: int = 1,
+        target_dim: int = 1,
+        n_gaussians: int = 5,
+        hidden_size: int = 20,
+        n_hidden_layers: int = 1,
+        activation: str = "tanh",
+        sigma_transform: str = "exp",
+        min_sigma: float = 0.0,
+        covariance: str = "diag",
+        n_members: int = 1,
+        optimizer=None,
+        scheduler=None,
+    ) -> None:
         super().__init__(input_dim, target_dim, hidden_size, n_hidden_layers, activation, optimizer)
         integer("model.n_gaussians", n_gaussians, 1)
         integer("model.n_members", n_members, 1)
         if n_gaussians * n_members > MAX_COMPONENTS:
-            raise ConfigError("model.n_gaussians", n_gaussians, f"at most {MAX_COMPONENTS // n_members} with "
-                              f"n_members={n_members} (scoring costs K² per point, K = n_gaussians × "
-                              f"n_members ≤ {MAX_COMPONENTS})")
+            raise ConfigError(
+                "model.n_gaussians",
+                n_gaussians,
+                f"at most {MAX_COMPONENTS // n_members} with "
+                f"n_members={n_members} (scoring costs K² per point, K = n_gaussians × "
+                f"n_members ≤ {MAX_COMPONENTS})",
+            )
         choice("model.sigma_transform", sigma_transform, SIGMA_TRANSFORMS)
         choice("model.covariance", covariance, COVARIANCES)
         number("model.min_sigma", min_sigma, "a finite number ≥ 0", lambda v: v >= 0)
@@ -65,8 +80,11 @@ class MixtureDensityNetwork(Regressor):
         # one matmul for all heads: logits K, μ K·D, σ K·D, then K·D(D−1)/2 Cholesky entries
         self._sizes = [k, k * d, k * d] + ([k * d * (d - 1) // 2] if self.full_covariance else [])
         self.trunk = mlp_trunk(input_dim, hidden_size, n_hidden_layers, activation, members=n_members)
-        self.head = (nn.Linear(hidden_size, sum(self._sizes)) if n_members == 1
-                     else MemberLinear(n_members, hidden_size, sum(self._sizes)))
+        self.head = (
+            nn.Linear(hidden_size, sum(self._sizes))
+            if n_members == 1
+            else MemberLinear(n_members, hidden_size, sum(self._sizes))
+        )
 
     @property
     def training_metric(self) -> str:
@@ -120,8 +138,9 @@ class MixtureDensityNetwork(Regressor):
             out = torch.addmm(self.head.bias.unsqueeze(1), self.head.weight, self.trunk(x).t())
         else:
             features = self.trunk(x.unsqueeze(0).expand(self.n_members, *x.shape))  # (M, N, H)
-            out = torch.baddbmm(self.head.bias.transpose(1, 2), self.head.weight.transpose(1, 2),
-                                features.transpose(1, 2))
+            out = torch.baddbmm(
+                self.head.bias.transpose(1, 2), self.head.weight.transpose(1, 2), features.transpose(1, 2)
+            )
         logits, mu, sigma_raw = out.split(self._sizes, dim=-2)
         if self._sigma is torch.exp and not self.min_sigma:
             log_sigma = sigma_raw

@@ -21,9 +21,16 @@ class MSERegression(Regressor):
 
     metric = "mse"
 
-    def __init__(self, input_dim: int = 1, target_dim: int = 1, hidden_size: int = 20,
-                 n_hidden_layers: int = 1, activation: str = "tanh", optimizer=None,
-                 scheduler=None) -> None:
+    def __init__(
+        self,
+        input_dim: int = 1,
+        target_dim: int = 1,
+        hidden_size: int = 20,
+        n_hidden_layers: int = 1,
+        activation: str = "tanh",
+        optimizer=None,
+        scheduler=None,
+    ) -> None:
         super().__init__(input_dim, target_dim, hidden_size, n_hidden_layers, activation, optimizer)
         optimizer, scheduler = plain(optimizer), plain(scheduler)  # read by save_hyperparameters
         self.save_hyperparameters(logger=False)
@@ -69,8 +76,9 @@ class MSERegression(Regressor):
         return Mixture(mu.new_zeros(mu.shape[:2]), mu, self.residual_std.expand_as(mu))
 
 
-def fit_least_squares(inputs: Tensor, targets: Tensor, seed: int, hidden_size: int = 20,
-                      steps: int = 150) -> MSERegression:
+def fit_least_squares(
+    inputs: Tensor, targets: Tensor, seed: int, hidden_size: int = 20, steps: int = 150
+) -> MSERegression:
     """The seed's baseline (``MSERegression``, 20 tanh units) fitted to (inputs, targets) on
     standardised values by full-batch L-BFGS: for 61 parameters it gets as close as Adam in a
     fraction of the time. Used for the least-squares figure; initialised from ``seed`` alone."""
@@ -78,8 +86,12 @@ def fit_least_squares(inputs: Tensor, targets: Tensor, seed: int, hidden_size: i
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = MSERegression(inputs.shape[1], targets.shape[1], hidden_size=hidden_size)
-    stats = {"input_mean": inputs.mean(0), "input_std": inputs.std(0),
-             "target_mean": targets.mean(0), "target_std": targets.std(0)}
+    stats = {
+        "input_mean": inputs.mean(0),
+        "input_std": inputs.std(0),
+        "target_mean": targets.mean(0),
+        "target_std": targets.std(0),
+    }
     model.set_standardizer(stats)
     x = model.standardize_inputs(inputs)
     y = (targets - model.target_mean) / model.target_std

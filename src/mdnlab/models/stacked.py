@@ -142,8 +142,16 @@ class StackedAdam:
         θ ← θ − lr · (m / (1−β1ᵗ)) / (√(v / (1−β2ᵗ)) + ε)  [− lr λ θ first, AdamW]
     """
 
-    def __init__(self, params: Sequence[Tensor], lr: Tensor, weight_decay: Tensor, n_members: int,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decoupled: bool = False) -> None:
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        lr: Tensor,
+        weight_decay: Tensor,
+        n_members: int,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        decoupled: bool = False,
+    ) -> None:
         self.params = list(params)
         per_member = lambda v: v.repeat_interleave(n_members).view(-1, 1, 1)  # noqa: E731
         self.lr, self.weight_decay = per_member(lr), per_member(weight_decay)
@@ -161,8 +169,8 @@ class StackedAdam:
     @torch.no_grad()
     def step(self) -> None:
         self.step_count += 1
-        correction1 = 1 - self.beta1 ** self.step_count
-        root_correction2 = math.sqrt(1 - self.beta2 ** self.step_count)
+        correction1 = 1 - self.beta1**self.step_count
+        root_correction2 = math.sqrt(1 - self.beta2**self.step_count)
         step_size = self.lr / correction1
         for param, (mean, square) in zip(self.params, self.moments):
             grad = param.grad

@@ -41,8 +41,12 @@ class RobotArm:
             number(f"data.{key}", getattr(self, key), "a finite number > 0", lambda v: v > 0)
         for joint in ("theta1", "theta2"):
             low = number(f"data.{joint}_low", getattr(self, f"{joint}_low"), "a finite number (radians)")
-            number(f"data.{joint}_high", getattr(self, f"{joint}_high"),
-                   f"a finite number > data.{joint}_low={low}", lambda v: v > low)
+            number(
+                f"data.{joint}_high",
+                getattr(self, f"{joint}_high"),
+                f"a finite number > data.{joint}_low={low}",
+                lambda v: v > low,
+            )
         number("data.noise_std", self.noise_std, "a finite number ≥ 0", lambda v: v >= 0)
 
     def directions(self, inputs: Tensor, targets: Tensor) -> list[tuple["RobotArm", Tensor, Tensor]]:
@@ -75,10 +79,15 @@ class RobotArm:
         base = torch.acos(cos2)  # in [0, π]; NaN out of reach
         theta2 = torch.stack([base, 2 * math.pi - base], -1)
         theta1 = torch.atan2(p[..., 1], p[..., 0]).unsqueeze(-1) - torch.atan2(
-            self.link2 * torch.sin(theta2), self.link1 + self.link2 * torch.cos(theta2))
+            self.link2 * torch.sin(theta2), self.link1 + self.link2 * torch.cos(theta2)
+        )
         theta = torch.stack([theta1, theta2], -1)
-        inside = ((theta1 >= self.theta1_low) & (theta1 <= self.theta1_high)
-                  & (theta2 >= self.theta2_low) & (theta2 <= self.theta2_high))
+        inside = (
+            (theta1 >= self.theta1_low)
+            & (theta1 <= self.theta1_high)
+            & (theta2 >= self.theta2_low)
+            & (theta2 <= self.theta2_high)
+        )
         return theta, inside
 
     def endpoint_errors(self, positions: Tensor, theta: Tensor) -> Tensor:

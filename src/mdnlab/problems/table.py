@@ -66,8 +66,10 @@ class Table:
             for name in names:
                 if name not in columns:
                     raise ConfigError(key, name, f"a column of {self.path}: {', '.join(columns)}")
-        return (torch.stack([_numeric(columns, n, self.path) for n in self.inputs], 1),
-                torch.stack([_numeric(columns, n, self.path) for n in self.targets], 1))
+        return (
+            torch.stack([_numeric(columns, n, self.path) for n in self.inputs], 1),
+            torch.stack([_numeric(columns, n, self.path) for n in self.targets], 1),
+        )
 
 
 def load(path: str | Path, inputs: Sequence[str], targets: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -94,21 +96,26 @@ def _read_csv(file: Path) -> dict[str, list[Any]]:
         with file.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (UnicodeDecodeError, csv.Error) as error:
-        raise ConfigError("data.path", str(file), f"a UTF-8 text CSV file ({type(error).__name__}: "
-                          "re-save it as CSV UTF-8)") from None
+        raise ConfigError(
+            "data.path", str(file), f"a UTF-8 text CSV file ({type(error).__name__}: re-save it as CSV UTF-8)"
+        ) from None
     if not rows:
         return {}
     header = [name.strip() for name in rows[0]]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
-        raise ConfigError("data.path", str(file), f"unique column names ('{repeated[0]}' appears "
-                          f"{header.count(repeated[0])} times in the header)")
+        raise ConfigError(
+            "data.path",
+            str(file),
+            f"unique column names ('{repeated[0]}' appears {header.count(repeated[0])} times in the header)",
+        )
     # (line number in the file, row), blank lines skipped
     data = [(n, row) for n, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
     for number, row in data:
         if len(row) != len(header):
-            raise ConfigError("data.path", str(file), f"{len(header)} cells per row as in the header "
-                              f"(line {number} has {len(row)})")
+            raise ConfigError(
+                "data.path", str(file), f"{len(header)} cells per row as in the header (line {number} has {len(row)})"
+            )
     return {name: [row[i] for _, row in data] for i, name in enumerate(header)}
 
 
@@ -124,13 +131,13 @@ def _read_npz(file: Path) -> dict[str, list[Any]]:
         try:
             values = archive[name]
         except Exception as error:  # noqa: BLE001 - e.g. an object array (needs pickle): refused
-            raise ConfigError("data.path", str(file), f"numeric arrays ('{name}': "
-                              f"{type(error).__name__})") from None
+            raise ConfigError("data.path", str(file), f"numeric arrays ('{name}': {type(error).__name__})") from None
         if values.ndim != 1:
             values = values.reshape(len(values), -1) if values.ndim else values.reshape(1)
             if values.ndim != 1 and values.shape[1] != 1:
-                raise ConfigError("data.path", str(file), f"1-D arrays, one per column "
-                                  f"('{name}' has shape {archive[name].shape})")
+                raise ConfigError(
+                    "data.path", str(file), f"1-D arrays, one per column ('{name}' has shape {archive[name].shape})"
+                )
             values = values.reshape(-1)
         columns[name] = values.tolist()
     lengths = {len(v) for v in columns.values()}
@@ -145,10 +152,14 @@ def _numeric(columns: dict[str, list[Any]], name: str, path: str | Path) -> Tens
         try:
             value = float(cell)
         except (TypeError, ValueError):
-            raise ConfigError("data.path", str(path), f"numbers in column '{name}' "
-                              f"(row {row + 1} holds {cell!r})") from None
+            raise ConfigError(
+                "data.path", str(path), f"numbers in column '{name}' (row {row + 1} holds {cell!r})"
+            ) from None
         if not math.isfinite(value):
-            raise ConfigError("data.path", str(path), f"finite numbers in column '{name}' "
-                              f"(row {row + 1} holds {cell!r}; drop or fill missing values first)")
+            raise ConfigError(
+                "data.path",
+                str(path),
+                f"finite numbers in column '{name}' (row {row + 1} holds {cell!r}; drop or fill missing values first)",
+            )
         values.append(value)
     return torch.tensor(values, dtype=torch.float32)

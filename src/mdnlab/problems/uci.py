@@ -45,8 +45,11 @@ class UCISet:
     def check(self) -> None:
         root = Path(self.root)
         if not root.is_dir():
-            raise ConfigError("data.root", self.root, "a folder holding UCI sets in the <name>/data/data.txt "
-                              "layout (yours; mdnlab ships none)")
+            raise ConfigError(
+                "data.root",
+                self.root,
+                "a folder holding UCI sets in the <name>/data/data.txt layout (yours; mdnlab ships none)",
+            )
         if not (self.folder / "data.txt").is_file():
             names = ", ".join(available_sets(root)) or "none found there"
             raise ConfigError("data.name", self.name, f"a set under {self.root}: {names}")
@@ -71,14 +74,22 @@ class UCISet:
         features, (target,) = self._indices("index_features.txt"), self._indices("index_target.txt")
         for name, column in (("index_features.txt", max(features)), ("index_target.txt", target)):
             if column >= rows.shape[1]:
-                raise ConfigError("data.name", self.name, f"a set whose {name} names columns of data.txt "
-                                  f"(column {column} asked, data.txt has {rows.shape[1]})")
+                raise ConfigError(
+                    "data.name",
+                    self.name,
+                    f"a set whose {name} names columns of data.txt "
+                    f"(column {column} asked, data.txt has {rows.shape[1]})",
+                )
         out = []
         for part in ("train", "test"):
             index = torch.as_tensor(self._indices(f"index_{part}_{k}.txt"))
             if len(index) == 0 or int(index.max()) >= len(rows):
-                raise ConfigError("data.split", k, f"a split whose index_{part}_{k}.txt names rows of data.txt "
-                                  f"(0 to {len(rows) - 1}) in {self.folder}")
+                raise ConfigError(
+                    "data.split",
+                    k,
+                    f"a split whose index_{part}_{k}.txt names rows of data.txt "
+                    f"(0 to {len(rows) - 1}) in {self.folder}",
+                )
             out += [rows[index][:, features], rows[index][:, [target]]]
         if not all(bool(torch.isfinite(t).all()) for t in out):
             raise ConfigError("data.name", self.name, f"finite numbers in {self.folder / 'data.txt'}")
@@ -96,8 +107,11 @@ class UCISet:
         try:
             values = np.loadtxt(path, ndmin=2 if rows else 1)
         except ValueError as error:
-            raise ConfigError("data.name", self.name, f"a set whose {file} holds whitespace-separated numbers "
-                              f"({str(error).splitlines()[0]})") from None
+            raise ConfigError(
+                "data.name",
+                self.name,
+                f"a set whose {file} holds whitespace-separated numbers ({str(error).splitlines()[0]})",
+            ) from None
         if values.size == 0:
             raise ConfigError("data.name", self.name, f"a set whose {file} is not empty")
         return values

@@ -23,8 +23,8 @@ class Fit:
     global_step: int
     epochs: int
     seconds: float
-    best_path: str = ""                  # the best checkpoint on val/<metric>, if one was written
-    best_score: float | None = None      # its val/<metric>, else the last one measured, if any
+    best_path: str = ""  # the best checkpoint on val/<metric>, if one was written
+    best_score: float | None = None  # its val/<metric>, else the last one measured, if any
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -41,9 +41,14 @@ class Fit:
 
             saved = checkpoints.read(last)
             steps, epochs = int(saved["global_step"]), int(saved["epoch"]) + 1
-        return cls(list(trainer.loggers), steps, epochs, seconds,
-                   getattr(checkpoint, "best_model_path", "") if checkpoint else "",
-                   float(best) if best is not None else None)
+        return cls(
+            list(trainer.loggers),
+            steps,
+            epochs,
+            seconds,
+            getattr(checkpoint, "best_model_path", "") if checkpoint else "",
+            float(best) if best is not None else None,
+        )
 
 
 def finish(cfg: DictConfig, fit: Fit, model, datamodule) -> dict[str, float]:
@@ -153,8 +158,10 @@ def fit_least_squares_views(datamodule, seed: int) -> list[tuple]:
 
     datamodule.prepare_splits()
     inputs, targets = datamodule.raw["train"]
-    return [(problem, x, t, fit_least_squares(x, t, seed))
-            for problem, x, t in datamodule.problem.directions(inputs, targets)]
+    return [
+        (problem, x, t, fit_least_squares(x, t, seed))
+        for problem, x, t in datamodule.problem.directions(inputs, targets)
+    ]
 
 
 def log_figures(fit: Fit, figures: dict) -> None:
@@ -167,7 +174,6 @@ def log_figures(fit: Fit, figures: dict) -> None:
 def summary_line(metrics: dict[str, float]) -> str:
     parts = [f"test/nll {metrics['test/nll']:.4f}"]
     if "test/oracle_nll" in metrics:
-        parts.append(f"oracle {metrics['test/oracle_nll']:.4f} "
-                     f"(excess {metrics['test/excess_nll']:.4f})")
+        parts.append(f"oracle {metrics['test/oracle_nll']:.4f} (excess {metrics['test/excess_nll']:.4f})")
     parts.append(f"test/mse {metrics['test/mse']:.4f}")
     return " | ".join(parts)

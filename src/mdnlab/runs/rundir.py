@@ -32,11 +32,17 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     """The composed config, resolved and flattened to dotted keys, less ``IGNORED``; the run
     directory inside values (checkpoint and logger folders) reads ``<run dir>``, so a moved
     directory is still the same run."""
-    tree = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-            for key, value in cfg.items_ex(resolve=False) if key != "hydra"}  # Hydra's own node: not the run
+    tree = {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items_ex(resolve=False)
+        if key != "hydra"
+    }  # Hydra's own node: not the run
     here = str(OmegaConf.select(cfg, "paths.output_dir", default="") or "\0")
-    return {k: v.replace(here, "<run dir>") if isinstance(v, str) else v for k, v in flatten(tree).items()
-            if not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+    return {
+        k: v.replace(here, "<run dir>") if isinstance(v, str) else v
+        for k, v in flatten(tree).items()
+        if not any(k == i or k.startswith(i + ".") for i in IGNORED)
+    }
 
 
 def read(run_dir: Path) -> dict[str, Any]:
@@ -58,8 +64,12 @@ def check(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
         key, old, new = _first_difference(record["config"], mine)
         finished = (run_dir / "metrics.json").is_file()
         what = "a finished run" if finished else f"a run (continue it with mdn-train resume={run_dir})"
-        raise ConfigError(key, new, f"{old!r}, as recorded in {run_dir / RECORD}: that directory holds {what} "
-                          "of another config; for this one, give a new hydra.run.dir / hydra.sweep.dir")
+        raise ConfigError(
+            key,
+            new,
+            f"{old!r}, as recorded in {run_dir / RECORD}: that directory holds {what} "
+            "of another config; for this one, give a new hydra.run.dir / hydra.sweep.dir",
+        )
     if (run_dir / "metrics.json").is_file():
         print(f"already finished, skipped: {run_dir}")
         recorded = json.loads((run_dir / "metrics.json").read_text())["metrics"]
@@ -77,9 +87,16 @@ def start(cfg: DictConfig, run_dir: Path) -> None:
     if (run_dir / "checkpoints").is_dir():
         remove_temporaries(run_dir / "checkpoints")  # what a kill during a save left
     hydra_files = record.get("hydra_files") or _hydra_files(run_dir)
-    write_json_atomic(run_dir / RECORD, {"run_dir": str(run_dir), "status": "running",
-                                         "starts": record.get("starts", 0) + 1,
-                                         "config": identity(cfg), "hydra_files": hydra_files})
+    write_json_atomic(
+        run_dir / RECORD,
+        {
+            "run_dir": str(run_dir),
+            "status": "running",
+            "starts": record.get("starts", 0) + 1,
+            "config": identity(cfg),
+            "hydra_files": hydra_files,
+        },
+    )
 
 
 def holds_a_record(run_dir: Path) -> bool:
@@ -130,14 +147,20 @@ def _is_rank_zero() -> bool:
 
 # ---- what a finished run writes ----------------------------------------------------------------
 
-def record(cfg: DictConfig, run_dir: Path, metrics: dict[str, float], tested_path: str,
-           fit_seconds: float) -> None:
+
+def record(cfg: DictConfig, run_dir: Path, metrics: dict[str, float], tested_path: str, fit_seconds: float) -> None:
     """metrics.json holds only what the seed determines (two runs of one seed match byte for
     byte); run.json adds where and how long: what scripts and tests read, never stdout."""
-    write_json_atomic(run_dir / "metrics.json", {
-        "metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()})
-    finish(run_dir, tested_checkpoint=tested_path, fit_seconds=fit_seconds, metrics=metrics,
-           tags=list(OmegaConf.select(cfg, "tags", default=[]) or []))
+    write_json_atomic(
+        run_dir / "metrics.json", {"metrics": metrics, "experiment": experiment_name(), "overrides": _task_overrides()}
+    )
+    finish(
+        run_dir,
+        tested_checkpoint=tested_path,
+        fit_seconds=fit_seconds,
+        metrics=metrics,
+        tags=list(OmegaConf.select(cfg, "tags", default=[]) or []),
+    )
 
 
 def write_hparams(run_dir: Path, hparams: dict[str, Any]) -> None:
@@ -146,22 +169,37 @@ def write_hparams(run_dir: Path, hparams: dict[str, Any]) -> None:
 
 
 # settings of how a run is shown or where it is written, not what it computes
-NOT_KNOBS = ("trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-             "trainer.log_every_n_steps", "trainer.num_sanity_val_steps", "trainer.accelerator",
-             "trainer.devices", "trainer.num_nodes", "trainer.deterministic", "data.seed")
+NOT_KNOBS = (
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.num_sanity_val_steps",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.deterministic",
+    "data.seed",
+)
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
     """The knobs of a run, flat, for TensorBoard's HPARAMS tab and hparams.yaml: seed,
     experiment and the scalar settings of data, model and trainer, without class paths
     (``_target_``) and without what only says how the run is shown or where it is written."""
-    flat: dict[str, Any] = {"seed": cfg.seed, "experiment": experiment_name(),
-                            "tags": ",".join(map(str, cfg.get("tags") or []))}
+    flat: dict[str, Any] = {
+        "seed": cfg.seed,
+        "experiment": experiment_name(),
+        "tags": ",".join(map(str, cfg.get("tags") or [])),
+    }
     for group in ("data", "model", "trainer"):
         container = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
         for key, value in flatten(container, group).items():
-            if isinstance(value, (int, float, str, bool)) and not key.rsplit(".", 1)[-1].startswith("_") \
-                    and key not in NOT_KNOBS:
+            if (
+                isinstance(value, (int, float, str, bool))
+                and not key.rsplit(".", 1)[-1].startswith("_")
+                and key not in NOT_KNOBS
+            ):
                 flat[key] = value
     return flat
 

@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 JOBS_FILE = "slurm_jobs.json"
-QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "STOPPED",
-          "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+QUEUED = {
+    "PENDING",
+    "CONFIGURING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "SUSPENDED",
+    "STOPPED",
+    "RESV_DEL_HOLD",
+    "SPECIAL_EXIT",
+}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 WAITING = QUEUED | RUNNING  # states in which SLURM may still run the job (or run it again)
 
@@ -33,8 +42,12 @@ def squeue_states(job_ids: list[str]) -> dict[str, str]:
         return {}
     unknown = {job_id: "PENDING" for job_id in job_ids}
     try:
-        done = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.SubprocessError):
         return unknown
     if done.returncode != 0 and "Invalid job id" not in done.stderr:
@@ -72,6 +85,9 @@ def unfinished(sweep_dir: Path, done: set[int]) -> dict[int, dict]:
         state = states.get(job["job_id"])
         now = status(state)
         error = f"SLURM job {job['job_id']} ended ({state or 'gone from squeue'}) without a result"
-        out[job["num"]] = {"status": "failed" if now == "ended" else now, "error": error if now == "ended" else "",
-                           "overrides": job["overrides"]}
+        out[job["num"]] = {
+            "status": "failed" if now == "ended" else now,
+            "error": error if now == "ended" else "",
+            "overrides": job["overrides"],
+        }
     return out

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-COLUMNS = ["job", "overrides", "status", "val/best_nll", "test/nll", "test/excess_nll",
-           "epochs", "wall_s", "error"]
+COLUMNS = ["job", "overrides", "status", "val/best_nll", "test/nll", "test/excess_nll", "epochs", "wall_s", "error"]
 REPLICATE_KEYS = ("seed", "data.seed", "data.split")  # what varies between repeats of one setting
 SHOWN = ("test/nll", "test/excess_nll", "test/crps", "test/mse", "test/coverage_90")  # in report.md
 
@@ -35,23 +34,37 @@ def with_slurm_states(sweep_dir: Path, rows: list[dict]) -> list[dict]:
     by_number = {int(row["job"]): row for row in rows if str(row["job"]).isdigit()}
     done = {n for n, row in by_number.items() if row["status"] != "unfinished"}
     for num, job in slurm_jobs.unfinished(sweep_dir, done).items():
-        row = by_number.setdefault(num, {"job": str(num), "overrides": " ".join(job["overrides"]),
-                                         "_overrides": dict(o.split("=", 1) for o in job["overrides"] if "=" in o)})
+        row = by_number.setdefault(
+            num,
+            {
+                "job": str(num),
+                "overrides": " ".join(job["overrides"]),
+                "_overrides": dict(o.split("=", 1) for o in job["overrides"] if "=" in o),
+            },
+        )
         row.update(status=job["status"], error=job["error"])
     return [by_number[k] for k in sorted(by_number)]
 
 
 def job_row(job_dir: Path) -> dict:
     overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
-    row = {"job": job_dir.name.split("_")[0], "overrides": " ".join(overrides), "error": "",
-           "_overrides": dict(o.split("=", 1) for o in overrides if "=" in o)}
+    row = {
+        "job": job_dir.name.split("_")[0],
+        "overrides": " ".join(overrides),
+        "error": "",
+        "_overrides": dict(o.split("=", 1) for o in overrides if "=" in o),
+    }
     if (job_dir / "metrics.json").is_file():
         metrics = json.loads((job_dir / "metrics.json").read_text())["metrics"]
         run = json.loads((job_dir / "run.json").read_text()) if (job_dir / "run.json").is_file() else {}
         epochs = metrics.get("train/epochs")
-        row.update(status="completed", epochs=int(epochs) if epochs is not None else None,
-                   wall_s=run.get("fit_seconds"), _metrics=metrics,
-                   **{k: metrics.get(k) for k in ("val/best_nll", "test/nll", "test/excess_nll")})
+        row.update(
+            status="completed",
+            epochs=int(epochs) if epochs is not None else None,
+            wall_s=run.get("fit_seconds"),
+            _metrics=metrics,
+            **{k: metrics.get(k) for k in ("val/best_nll", "test/nll", "test/excess_nll")},
+        )
     elif (job_dir / "error.txt").is_file():
         row.update(status="failed", error=(job_dir / "error.txt").read_text().strip())
     else:
@@ -65,15 +78,24 @@ def group(rows: list[dict]) -> tuple[list[dict], str]:
     settings: dict[tuple, dict] = {}
     for row in rows:
         key = tuple(sorted((k, v) for k, v in row["_overrides"].items() if k not in REPLICATE_KEYS))
-        entry = settings.setdefault(key, {"overrides": " ".join(f"{k}={v}" for k, v in key) or "(defaults)",
-                                          "_overrides": dict(key), "jobs": [], "not_completed": 0})
+        entry = settings.setdefault(
+            key,
+            {
+                "overrides": " ".join(f"{k}={v}" for k, v in key) or "(defaults)",
+                "_overrides": dict(key),
+                "jobs": [],
+                "not_completed": 0,
+            },
+        )
         if row["status"] == "completed":
             entry["jobs"].append(row)
         else:
             entry["not_completed"] += 1
     done = [r for r in rows if r["status"] == "completed"]
-    rank_by = next((m for m in ("val/best_nll", "val/best_mse")
-                    if done and all(_finite(r["_metrics"].get(m)) for r in done)), "test/nll")
+    rank_by = next(
+        (m for m in ("val/best_nll", "val/best_mse") if done and all(_finite(r["_metrics"].get(m)) for r in done)),
+        "test/nll",
+    )
     groups = []
     for entry in settings.values():
         names = sorted({name for job in entry["jobs"] for name in job["_metrics"]})
@@ -100,8 +122,10 @@ def groups_csv(groups: list[dict]) -> str:
     names = sorted({name for g in groups for name in g["stats"]})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["setting", "overrides", "n", "not_completed"]
-                    + [f"{name}{part}" for name in names for part in ("_mean", "_se", "_values")])
+    writer.writerow(
+        ["setting", "overrides", "n", "not_completed"]
+        + [f"{name}{part}" for name in names for part in ("_mean", "_se", "_values")]
+    )
     for g in groups:
         cells = []
         for name in names:
@@ -113,10 +137,17 @@ def groups_csv(groups: list[dict]) -> str:
 
 def groups_markdown(groups: list[dict], rank_by: str) -> str:
     shown = [rank_by] + [m for m in SHOWN if m != rank_by and any(m in g["stats"] for g in groups)]
-    title = (f"Settings ranked by {rank_by} (mean ± standard error over seeds)" if rank_by.startswith("val/")
-             else f"Settings ranked by {rank_by}, a test score: the jobs have no validation split")
-    lines = [title, "", "| rank | setting | n | " + " | ".join(shown) + f" | {rank_by} per seed |",
-             "|" + "---|" * (len(shown) + 4)]
+    title = (
+        f"Settings ranked by {rank_by} (mean ± standard error over seeds)"
+        if rank_by.startswith("val/")
+        else f"Settings ranked by {rank_by}, a test score: the jobs have no validation split"
+    )
+    lines = [
+        title,
+        "",
+        "| rank | setting | n | " + " | ".join(shown) + f" | {rank_by} per seed |",
+        "|" + "---|" * (len(shown) + 4),
+    ]
     for i, g in enumerate(groups, 1):
         cells = [_pm(*g["stats"].get(m, (math.nan, None, []))[:2]) for m in shown]
         values = ", ".join(_cell(v) for v in g["stats"].get(rank_by, (0, 0, []))[2])
@@ -145,8 +176,11 @@ def to_csv(rows: list[dict]) -> str:
 
 def to_markdown(rows: list[dict]) -> str:
     """The per-job table; its overrides column shows only the keys that vary between jobs."""
-    varying = [k for k in dict.fromkeys(k for r in rows for k in r["_overrides"])
-               if len({r["_overrides"].get(k) for r in rows}) > 1]
+    varying = [
+        k
+        for k in dict.fromkeys(k for r in rows for k in r["_overrides"])
+        if len({r["_overrides"].get(k) for r in rows}) > 1
+    ]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         shown = {**row, "overrides": " ".join(f"{k}={row['_overrides'].get(k, '')}" for k in varying)}
@@ -187,15 +221,17 @@ def plot(groups: list[dict], rank_by: str, path: Path) -> bool:
         xs = [_as_number(x) for x in xs] if numeric else [x_values.index(x) for x in xs]
         means = [g["stats"][rank_by][0] for g in members]
         errors = [g["stats"][rank_by][1] or 0.0 for g in members]
-        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3,
-                    label=f"{line_key}={label}" if line_key else None)
+        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=f"{line_key}={label}" if line_key else None)
     if not numeric:
         ax.set_xticks(range(len(x_values)), x_values, rotation=20, fontsize=8)
     elif all(float(_as_number(v)).is_integer() for v in x_values):
         ax.set_xticks([_as_number(v) for v in x_values])
     n = sorted({g["n"] for g in groups})
-    ax.set(xlabel=x_key, ylabel=f"{rank_by} (mean ± s.e., n={'/'.join(map(str, n))})",
-           title=f"Sweep: {rank_by} per setting")
+    ax.set(
+        xlabel=x_key,
+        ylabel=f"{rank_by} (mean ± s.e., n={'/'.join(map(str, n))})",
+        title=f"Sweep: {rank_by} per setting",
+    )
     if line_key:
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)

@@ -46,16 +46,26 @@ class StepProgressBar(ProgressBar):
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else \
-            trainer.max_epochs * trainer.num_training_batches
-        self._progress = Progress(TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"), BarColumn(),
-                                  TextColumn("{task.fields[shown]}"), TextColumn("{task.fields[rate]}"),
-                                  TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                                  transient=False, auto_refresh=False,  # no drawing thread beside the loop
-                                  redirect_stdout=False, redirect_stderr=False)
+        total = (
+            trainer.max_steps
+            if trainer.max_steps and trainer.max_steps > 0
+            else trainer.max_epochs * trainer.num_training_batches
+        )
+        self._progress = Progress(
+            TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
+            BarColumn(),
+            TextColumn("{task.fields[shown]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+            auto_refresh=False,  # no drawing thread beside the loop
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=total, completed=trainer.global_step,
-                                             shown="", rate="")
+        self._task = self._progress.add_task("train", total=total, completed=trainer.global_step, shown="", rate="")
         self._started = (time.monotonic(), trainer.global_step)
 
     def on_steps(self, trainer, pl_module, step: int, loss) -> None:
@@ -96,7 +106,7 @@ class StackProgress:
     """One line for the whole stack: epoch, steps, models still training, steps/s, ETA;
     rewritten in place on a terminal, else a line at most every 10 s."""
 
-    def __init__(self, jobs: list, start: float) -> None:  # of stacked_loop.Job
+    def __init__(self, jobs: list, start: float) -> None:  # of stack_job.Job
         self.jobs, self.start, self.shown = jobs, start, 0.0
         self.tty = sys.stdout.isatty()
         self.total_epochs = max(j.max_epochs for j in jobs)
@@ -111,9 +121,11 @@ class StackProgress:
         failed = sum(j.error is not None for j in self.jobs)
         rate = steps / max(now - self.start, 1e-9)
         left = (self.total_epochs - epoch - 1) * (steps / max(epoch + 1, 1)) / max(rate, 1e-9)
-        line = (f"epoch {epoch + 1}/{self.total_epochs} | step {steps:,} | {training} training, "
-                f"{len(self.jobs) - training - failed} done, {failed} failed | {rate:,.0f} steps/s "
-                f"({rate * len(self.jobs):,.0f} model-steps/s) | ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
+        line = (
+            f"epoch {epoch + 1}/{self.total_epochs} | step {steps:,} | {training} training, "
+            f"{len(self.jobs) - training - failed} done, {failed} failed | {rate:,.0f} steps/s "
+            f"({rate * len(self.jobs):,.0f} model-steps/s) | ETA {time.strftime('%H:%M:%S', time.gmtime(left))}"
+        )
         if self.tty:
             print("\r" + line, end="", flush=True)
         else:

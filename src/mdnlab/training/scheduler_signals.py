@@ -108,20 +108,26 @@ class SignalWatch:
         if self.warned and not self.leaving:
             self.leaving = requeue_reason(self.job_id, self.restarts) if self.job_id else None
         if self.leaving or not self.warned:
-            log.warning(f"SLURM job {self.job_id} {self.leaving or 'signalled'}: stopping at {where} without a "
-                        f"result; the next attempt resumes from {saved}")
+            log.warning(
+                f"SLURM job {self.job_id} {self.leaving or 'signalled'}: stopping at {where} without a "
+                f"result; the next attempt resumes from {saved}"
+            )
             raise SystemExit(0)
         from submitit.core.utils import UncompletedJobError
 
-        log.warning(f"SLURM job {self.job_id} is near its time limit: stopping at {where}; submitit requeues it "
-                    f"and the next attempt resumes from {saved}")
+        log.warning(
+            f"SLURM job {self.job_id} is near its time limit: stopping at {where}; submitit requeues it "
+            f"and the next attempt resumes from {saved}"
+        )
         handler, signum = self.warned
         try:
             handler(signum, None)
         except UncompletedJobError as error:
-            raise Interrupted(f"the job reached its time limit too many times ({error}): raise "
-                              "hydra.launcher.timeout_min or hydra.launcher.max_num_timeout, then rerun the sweep "
-                              "to continue it from its last checkpoint") from None
+            raise Interrupted(
+                f"the job reached its time limit too many times ({error}): raise "
+                "hydra.launcher.timeout_min or hydra.launcher.max_num_timeout, then rerun the sweep "
+                "to continue it from its last checkpoint"
+            ) from None
 
 
 class SlurmRequeue(Callback):

@@ -32,8 +32,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if OmegaConf.select(cfg, "extras.print_config"):
             rundir.print_config_tree(cfg, run_dir)
         tags = f" | tags: {', '.join(map(str, cfg.tags))}" if cfg.get("tags") else ""
-        say(f"run dir: {run_dir}", rundir.config_summary(cfg) + tags, f"watch it: tensorboard --logdir {run_dir}",
-            *([_resumes(resume_from)] if resume_from else []))
+        say(
+            f"run dir: {run_dir}",
+            rundir.config_summary(cfg) + tags,
+            f"watch it: tensorboard --logdir {run_dir}",
+            *([_resumes(resume_from)] if resume_from else []),
+        )
     start = time.perf_counter()
     _fit(trainer, model, datamodule, resume_from, run_dir)
     fit_seconds = time.perf_counter() - start
@@ -50,9 +54,11 @@ def _fit(trainer, model, datamodule, resume_from: str | None, run_dir: Path) -> 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     except SIGTERMException:
-        raise Interrupted(f"stopped by SIGTERM after {trainer.current_epoch} epochs (global step "
-                          f"{trainer.global_step}); {_last_state(run_dir)}: continue with mdn-train "
-                          f"resume={run_dir}") from None
+        raise Interrupted(
+            f"stopped by SIGTERM after {trainer.current_epoch} epochs (global step "
+            f"{trainer.global_step}); {_last_state(run_dir)}: continue with mdn-train "
+            f"resume={run_dir}"
+        ) from None
     except NonFiniteLossError as error:
         raise NonFiniteLossError(f"{error}; {_last_state(run_dir)}") from None
 
@@ -88,8 +94,7 @@ def build(cfg: DictConfig):
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # seed 0 is a seed
     datamodule, model = instantiate_checked(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers),
-                           validates=has_validation(cfg))
+    callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers), validates=has_validation(cfg))
     plugins = [SafeCheckpointIO()]  # every checkpoint read and written safely (see the class)
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -118,9 +123,13 @@ def _resume_from(cfg: DictConfig, model, run_dir: Path) -> str | None:
         if not (cfg.get("auto_resume", True) and last.is_file()):
             return None
         if not rundir.holds_a_record(run_dir):
-            raise ConfigError("hydra.run.dir", str(run_dir), f"a new directory, or one whose run.json records "
-                              f"this config ({last} is there, with no record of the config that wrote it); "
-                              f"continue that run with mdn-train resume={run_dir}")
+            raise ConfigError(
+                "hydra.run.dir",
+                str(run_dir),
+                f"a new directory, or one whose run.json records "
+                f"this config ({last} is there, with no record of the config that wrote it); "
+                f"continue that run with mdn-train resume={run_dir}",
+            )
         path = str(last)
     checkpoint.check_fits(path, model, int(cfg.trainer.max_epochs))
     return path
@@ -148,7 +157,8 @@ def quiet_lightning() -> None:
     """One copy of each Lightning message (Hydra's handlers print it), without the ads."""
     logging.getLogger("lightning").handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡"))
+        lambda record: not str(record.msg).startswith("💡")
+    )
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # a machine with SLURM's client (a login node, the test cluster) is not a SLURM job

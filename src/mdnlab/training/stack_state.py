@@ -79,8 +79,19 @@ def positions(state: dict, run_dirs: list[Path]) -> list[int]:
     return [where[str(Path(d).resolve())] for d in run_dirs]
 
 
-KEYS = {"format", "epoch", "step", "epoch_losses", "run_dirs", "fingerprints", "parameters", "moments", "adam_step",
-        "best", "jobs"}
+KEYS = {
+    "format",
+    "epoch",
+    "step",
+    "epoch_losses",
+    "run_dirs",
+    "fingerprints",
+    "parameters",
+    "moments",
+    "adam_step",
+    "best",
+    "jobs",
+}
 
 
 def _saved(folder: Path) -> list[tuple[int, Path]]:
@@ -102,8 +113,12 @@ def _read(path: Path) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable or foreign file is not a stack's state
         return None
-    if not (isinstance(state, dict) and state.get("format") == 1 and KEYS <= set(state)
-            and len(state["run_dirs"]) == len(state["fingerprints"]) == len(state["jobs"])):
+    if not (
+        isinstance(state, dict)
+        and state.get("format") == 1
+        and KEYS <= set(state)
+        and len(state["run_dirs"]) == len(state["fingerprints"]) == len(state["jobs"])
+    ):
         return None
     return state
 
@@ -112,16 +127,25 @@ def of(fit, epoch: int, step: int, epoch_losses: Tensor | None) -> dict[str, Any
     """A ``StackedFit``'s state at (epoch, step taken in it), on the CPU."""
     cpu = lambda tensors: [t.detach().cpu() for t in tensors]  # noqa: E731
     return {
-        "format": 1, "epoch": epoch, "step": step,
+        "format": 1,
+        "epoch": epoch,
+        "step": step,
         "epoch_losses": epoch_losses.cpu() if epoch_losses is not None else None,
-        "run_dirs": [str(j.run_dir.resolve()) for j in fit.jobs], "fingerprints": fit.fingerprints,
+        "run_dirs": [str(j.run_dir.resolve()) for j in fit.jobs],
+        "fingerprints": fit.fingerprints,
         "parameters": cpu(fit.stack.parameters()),
-        "moments": [cpu(pair) for pair in fit.optimizer.moments], "adam_step": fit.optimizer.step_count,
+        "moments": [cpu(pair) for pair in fit.optimizer.moments],
+        "adam_step": fit.optimizer.step_count,
         "best": cpu(fit.best) if fit.best is not None else None,
         # mid-epoch, the loaders have begun that epoch: it is drawn again on resuming
-        "jobs": [{**{k: getattr(j, k) for k in JOB_FIELDS}, "error": str(j.error) if j.error is not None else None,
-                  "epochs_served": loader._epochs_served - (1 if step else 0)}
-                 for j, loader in zip(fit.jobs, fit.batches.loaders)],
+        "jobs": [
+            {
+                **{k: getattr(j, k) for k in JOB_FIELDS},
+                "error": str(j.error) if j.error is not None else None,
+                "epochs_served": loader._epochs_served - (1 if step else 0),
+            }
+            for j, loader in zip(fit.jobs, fit.batches.loaders)
+        ],
     }
 
 

@@ -17,68 +17,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor
 
 from mdnlab import checkpoint
-from mdnlab.config import has_validation
 from mdnlab.data import draws
 from mdnlab.data.batches import StackedBatches
 from mdnlab.errors import NonFiniteLossError
 from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
-from mdnlab.runs import rundir
 from mdnlab.runs.finish import say
 from mdnlab.training import stack_state
 from mdnlab.training.progress import StackProgress
-
-
-@dataclass
-class Job:
-    """One model of a stack: its config, run directory, data, single-model twin, loggers and
-    how its training went."""
-
-    cfg: DictConfig
-    hydra_config: DictConfig
-    run_dir: Path
-    datamodule: Any = None
-    model: Any = None
-    loggers: list = field(default_factory=list)
-    epochs: int = 0
-    steps: int = 0
-    stopped: bool = False
-    error: Exception | None = None
-    best_score: float = math.inf
-    best_epoch: int = -1
-    wait: int = 0
-
-    def enter(self) -> None:
-        """Make this job's config the current Hydra config (what its paths and records read)."""
-        from hydra.core.hydra_config import HydraConfig
-
-        HydraConfig.instance().set_config(self.hydra_config)
-
-    @property
-    def max_epochs(self) -> int:
-        return int(self.cfg.trainer.max_epochs)
-
-    def early_stopping(self, key: str, default: float) -> float:
-        stopping = (self.cfg.get("callbacks") or {}).get("early_stopping")
-        return float(stopping.get(key, default)) if stopping else math.inf if key == "patience" else default
-
-
-def validates(job: Job) -> bool:
-    return has_validation(job.cfg) and len(job.datamodule.splits["val"][0]) > 0
-
-
-def announce(jobs: list[Job], device: torch.device) -> None:
-    first = jobs[0].cfg
-    say(f"stacked: {len(jobs)} models ({rundir.config_summary(first).split(' | ', 1)[1]}) on {device}",
-        *(f"  {job.run_dir}" for job in jobs[:3]), *([f"  … and {len(jobs) - 3} more"] if len(jobs) > 3 else []))
+from mdnlab.training.stack_job import Job, announce, validates
 
 
 class StackedFit:
@@ -86,21 +39,37 @@ class StackedFit:
     saved); ``resume``: (a saved state, each job's index in it) to continue from; ``watch``: a
     ``SignalWatch`` whose signals stop the stack after the step in flight."""
 
-    def __init__(self, jobs: list[Job], device: torch.device, compile: bool = False, state_path: Path | None = None,
-                 resume: tuple[dict, list[int]] | None = None, watch: Any = None) -> None:
+    def __init__(
+        self,
+        jobs: list[Job],
+        device: torch.device,
+        compile: bool = False,
+        state_path: Path | None = None,
+        resume: tuple[dict, list[int]] | None = None,
+        watch: Any = None,
+    ) -> None:
         self.jobs, self.device = jobs, device
         self.state_path, self.watch = state_path, watch
         self.first_epoch, self.first_step, self.epoch_losses = 0, 0, None
         self.fingerprints = [stack_state.fingerprint(j.cfg) for j in jobs]
         self.stack = StackedMDN([job.model for job in jobs]).to(device)
         options = jobs[0].cfg.model.optimizer
-        per_model = lambda key: torch.tensor([float(j.cfg.model.optimizer.get(key) or 0.0) for j in jobs],  # noqa: E731
-                                             device=device)
-        self.optimizer = StackedAdam(self.stack.parameters(), per_model("lr"), per_model("weight_decay"),
-                                     self.stack.n_members, tuple(options.get("betas") or (0.9, 0.999)),
-                                     float(options.get("eps") or 1e-8), STACKABLE_OPTIMIZERS[options._target_])
-        self.batches = StackedBatches([j.datamodule.train_dataloader() for j in jobs],
-                                      draws.compiled(device) if compile else None)
+
+        def per_model(key: str) -> Tensor:
+            return torch.tensor([float(j.cfg.model.optimizer.get(key) or 0.0) for j in jobs], device=device)
+
+        self.optimizer = StackedAdam(
+            self.stack.parameters(),
+            per_model("lr"),
+            per_model("weight_decay"),
+            self.stack.n_members,
+            tuple(options.get("betas") or (0.9, 0.999)),
+            float(options.get("eps") or 1e-8),
+            STACKABLE_OPTIMIZERS[options._target_],
+        )
+        self.batches = StackedBatches(
+            [j.datamodule.train_dataloader() for j in jobs], draws.compiled(device) if compile else None
+        )
         self.losses = self._compiled() if compile else self.stack.training_losses
         # NLL in original units = standardised NLL + log target std (each model its own split's)
         self.offset = torch.stack([torch.log(j.datamodule.standardizer.target_std).sum() for j in jobs]).to(device)
@@ -169,7 +138,8 @@ class StackedFit:
                 loss = self.losses(inputs, targets)
             else:
                 loss = torch.zeros(len(self.jobs), device=self.device, dtype=inputs.dtype).index_put(
-                    (training,), self.stack.training_losses(inputs[training], targets[training], training))
+                    (training,), self.stack.training_losses(inputs[training], targets[training], training)
+                )
             self.optimizer.zero_grad()
             loss.sum().backward()
             self.optimizer.step()
@@ -183,8 +153,13 @@ class StackedFit:
         finite = torch.isfinite(losses).all(0).tolist()  # the epoch's one host synchronisation
         train = (losses.mean(0) + self.offset).tolist()
         validate = self.validating and (epoch + 1) % self.every == 0
-        val = (self.stack.validation_losses(*_stack([j.datamodule.splits["val"] for j in self.jobs]))
-               + self.offset).tolist() if validate else None
+        val = (
+            (
+                self.stack.validation_losses(*_stack([j.datamodule.splits["val"] for j in self.jobs])) + self.offset
+            ).tolist()
+            if validate
+            else None
+        )
         improved = [False] * len(self.jobs)
         for s, job in enumerate(self.jobs):
             if not active[s]:
@@ -193,7 +168,8 @@ class StackedFit:
                 first = int((~torch.isfinite(losses[:, s])).nonzero()[0, 0])
                 job.error = NonFiniteLossError(
                     f"training loss became non-finite ({losses[first, s].item()}) in epoch {epoch} at global "
-                    f"step {job.steps + first}; stopped before saving (the other models of its stack went on)")
+                    f"step {job.steps + first}; stopped before saving (the other models of its stack went on)"
+                )
                 continue
             job.steps += len(losses)
             job.epochs = epoch + 1
@@ -240,8 +216,10 @@ class StackedFit:
 
     def _load(self, state: dict, indices: list[int]) -> None:
         stack_state.load(self, state, indices)
-        say(f"stacked: {len(self.jobs)} models resume at epoch {self.first_epoch}, step {self.first_step} "
-            f"of it ({self.state_path})")
+        say(
+            f"stacked: {len(self.jobs)} models resume at epoch {self.first_epoch}, step {self.first_step} "
+            f"of it ({self.state_path})"
+        )
 
     def _write_checkpoints(self) -> None:
         """Each finished model's last.ckpt and, with validation, best-epoch<e>.ckpt."""
@@ -251,8 +229,9 @@ class StackedFit:
             folder = job.run_dir / "checkpoints"
             if job.best_epoch >= 0:
                 best = self._export(s, self.best)
-                checkpoint.write_weights(folder / f"best-epoch{job.best_epoch:04d}.ckpt", best, job.datamodule,
-                                         job.best_epoch, job.steps)
+                checkpoint.write_weights(
+                    folder / f"best-epoch{job.best_epoch:04d}.ckpt", best, job.datamodule, job.best_epoch, job.steps
+                )
             last = self._export(s, None)
             checkpoint.write_weights(folder / "last.ckpt", last, job.datamodule, job.epochs - 1, job.steps)
             job.model = last

@@ -1,6 +1,6 @@
 """mdn-train's multirun jobs trained as one stack (``hydra/launcher=stacked``).
 
-Jobs whose configs differ only in ``STACKABLE`` keys (seeds, data draw or split, noise levels,
+Jobs whose configs differ only in ``stack_plan.STACKABLE`` keys (seeds, data draw or split, noise levels,
 learning rate, weight decay, training length, early-stopping settings) train as one
 ``StackedMDN`` in one process; each still leaves its own run directory as if it had run
 alone: run.json, metrics.json, best and last checkpoints that mdn-eval and mdn-sample load,
@@ -12,7 +12,6 @@ val/nll, a non-finite training loss failing that model alone.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,58 +25,8 @@ from mdnlab.runs import rundir
 from mdnlab.runs.finish import Fit, finish, say
 from mdnlab.training import stack_state
 from mdnlab.training.scheduler_signals import SignalWatch
-from mdnlab.training.stacked_loop import Job, StackedFit
-
-# keys whose values may differ between the models of one stack (shapes stay equal)
-STACKABLE = ("seed", "data.seed", "data.split", "data.input_noise", "data.target_noise", "data.noise_std",
-             "model.optimizer.lr", "model.optimizer.weight_decay", "trainer.max_epochs",
-             "callbacks.early_stopping.patience", "callbacks.early_stopping.min_delta", "figures",
-             "test_checkpoint", "logger")
-# what the stacked loop does as a Lightning Trainer would; any other trainer setting runs alone
-TRAINER_KEYS = ("_target_", "default_root_dir", "accelerator", "devices", "num_nodes", "max_epochs",
-                "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps",
-                "enable_model_summary", "enable_progress_bar", "deterministic")
-CALLBACKS = ("model_checkpoint", "last_checkpoint", "early_stopping", "rich_progress_bar", "lr_monitor")
-OPTIMIZER_KEYS = ("_target_", "_partial_", "lr", "weight_decay", "betas", "eps")
-
-
-def why_not_stackable(cfg: DictConfig) -> str | None:
-    """None if the job can train in a stack, else the reason it runs alone."""
-    from mdnlab.models.stacked import STACKABLE_OPTIMIZERS
-
-    model, trainer = cfg.model, cfg.trainer
-    if model.get("_target_") != "mdnlab.models.MixtureDensityNetwork":
-        return f"model {model.get('_target_')}"
-    if model.get("scheduler") is not None or (model.get("optimizer") or {}).get("_target_") not in STACKABLE_OPTIMIZERS:
-        return "a scheduler or an optimiser other than Adam/AdamW"
-    if set(model.optimizer) - set(OPTIMIZER_KEYS) or model.optimizer.get("amsgrad"):
-        return "optimiser settings other than lr, weight_decay, betas, eps"
-    if any(v is not None for k, v in trainer.items() if k not in TRAINER_KEYS):
-        return "trainer settings the stacked loop does not implement"
-    if trainer.get("devices", 1) not in (1, "1") or trainer.get("num_nodes", 1) != 1:
-        return "more than one device"
-    if any(v is not None for k, v in (cfg.get("callbacks") or {}).items() if k not in CALLBACKS):
-        return "callbacks the stacked loop does not implement"
-    if cfg.get("ckpt_path") is not None:
-        return "ckpt_path"
-    return None
-
-
-def plan(cfgs: list[DictConfig]) -> list[list[int]]:
-    """Job indices grouped into stacks: equal configs up to ``STACKABLE`` keys. A job that
-    cannot stack is a group of its own (run alone, as the basic launcher runs it)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    groups: dict[str, list[int]] = {}
-    for index, cfg in enumerate(cfgs):
-        HydraConfig.instance().set_config(cfg)  # what the job's own paths resolve against
-        if why_not_stackable(cfg) is not None:
-            groups[f"alone {index}"] = [index]
-            continue
-        shared = {k: v for k, v in rundir.identity(cfg).items()
-                  if not any(k == s or k.startswith(s + ".") for s in STACKABLE)}
-        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(index)
-    return list(groups.values())
+from mdnlab.training.stack_job import Job
+from mdnlab.training.stacked_loop import StackedFit
 
 
 def prepare(job: Job, device: torch.device) -> dict[str, float] | None:
@@ -94,8 +43,11 @@ def prepare(job: Job, device: torch.device) -> dict[str, float] | None:
     L.seed_everything(int(job.cfg.seed), workers=True, verbose=False)  # as build() seeds it: same init
     job.datamodule, job.model = instantiate_checked(job.cfg)
     if job.model.target_dim != 1:
-        raise ConfigError("hydra/launcher", "stacked", "jobs with one target (this data set has "
-                          f"{job.model.target_dim}); use hydra/launcher=basic or parallel")
+        raise ConfigError(
+            "hydra/launcher",
+            "stacked",
+            f"jobs with one target (this data set has {job.model.target_dim}); use hydra/launcher=basic or parallel",
+        )
     job.datamodule.setup("fit")
     job.datamodule.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in job.datamodule.splits.items()}
     job.model.set_standardizer(job.datamodule.standardizer.as_dict())
@@ -107,8 +59,12 @@ def prepare(job: Job, device: torch.device) -> dict[str, float] | None:
 def shape_of(job: Job) -> tuple:
     """What must be equal for jobs to share one stack (beyond their configs)."""
     dm = job.datamodule
-    return (tuple(dm.splits["train"][0].shape), tuple(dm.splits["val"][0].shape), dm.hparams.batch_size,
-            dm.hparams.passes_per_epoch)
+    return (
+        tuple(dm.splits["train"][0].shape),
+        tuple(dm.splits["val"][0].shape),
+        dm.hparams.batch_size,
+        dm.hparams.passes_per_epoch,
+    )
 
 
 def use_threads(threads: int | None) -> None:
@@ -121,8 +77,13 @@ def use_threads(threads: int | None) -> None:
     torch.set_flush_denormal(True)
 
 
-def run(cfgs: list[DictConfig], hydra_configs: list[DictConfig], threads: int | None = None,
-        max_models: int = 256, compile: bool = False) -> list[Any]:
+def run(
+    cfgs: list[DictConfig],
+    hydra_configs: list[DictConfig],
+    threads: int | None = None,
+    max_models: int = 256,
+    compile: bool = False,
+) -> list[Any]:
     """Train the jobs of one plan group; per job, its metrics or the exception it failed with."""
     from mdnlab.training.single import quiet_lightning
 
@@ -143,13 +104,29 @@ def run(cfgs: list[DictConfig], hydra_configs: list[DictConfig], threads: int | 
     watch = SignalWatch() if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
     for indices in ready.values():
         for chunk, saved, state in _resumable_chunks([jobs[i] for i in indices], max_models):
-            _train([jobs[indices[i]] for i in chunk], [indices[i] for i in chunk], results, device, compile, watch,
-                   saved, state)
+            _train(
+                [jobs[indices[i]] for i in chunk],
+                [indices[i] for i in chunk],
+                results,
+                device,
+                compile,
+                watch,
+                saved,
+                state,
+            )
     return results
 
 
-def _train(stack: list[Job], places: list[int], results: list, device: torch.device, compile: bool,
-           watch: SignalWatch | None, saved: Path | None, state: dict | None) -> None:
+def _train(
+    stack: list[Job],
+    places: list[int],
+    results: list,
+    device: torch.device,
+    compile: bool,
+    watch: SignalWatch | None,
+    saved: Path | None,
+    state: dict | None,
+) -> None:
     """Train one stack and put each job's outcome in ``results[places[i]]``. A stack that does not
     fit in its device's memory trains as two stacks of half the models (each resuming from what
     the whole stack saved), down to one model, which then fails alone in one line."""
@@ -178,8 +155,15 @@ def _train(stack: list[Job], places: list[int], results: list, device: torch.dev
     stack_state.forget(saved, done)
 
 
-def _split(stack: list[Job], places: list[int], results: list, device: torch.device, compile: bool,
-           watch: SignalWatch | None, why: str) -> None:
+def _split(
+    stack: list[Job],
+    places: list[int],
+    results: list,
+    device: torch.device,
+    compile: bool,
+    watch: SignalWatch | None,
+    why: str,
+) -> None:
     """A stack that ran out of memory, as two stacks of half its models, each from the newest
     state of its models (what the whole stack saved, else what it resumed from)."""
     import gc
@@ -188,27 +172,33 @@ def _split(stack: list[Job], places: list[int], results: list, device: torch.dev
     if device.type == "cuda":
         torch.cuda.empty_cache()
     if len(stack) == 1:
-        results[places[0]] = MemoryError(f"out of {device.type.upper()} memory training this model alone "
-                                         f"({why}): {_sizes(stack[0])}")
+        results[places[0]] = MemoryError(
+            f"out of {device.type.upper()} memory training this model alone ({why}): {_sizes(stack[0])}"
+        )
         return
     half = len(stack) // 2
-    say(f"stacked: {len(stack)} models do not fit in {device.type.upper()} memory; training them as two "
-        f"stacks of {half} and {len(stack) - half}")
+    say(
+        f"stacked: {len(stack)} models do not fit in {device.type.upper()} memory; training them as two "
+        f"stacks of {half} and {len(stack) - half}"
+    )
     for part in (slice(0, half), slice(half, None)):
         jobs, where = stack[part], places[part]
         groups = stack_state.partition([j.run_dir for j in jobs], [stack_state.fingerprint(j.cfg) for j in jobs])
         for members, saved, state in groups:
-            _train([jobs[i] for i in members], [where[i] for i in members], results, device, compile, watch,
-                   saved, state)
+            _train(
+                [jobs[i] for i in members], [where[i] for i in members], results, device, compile, watch, saved, state
+            )
 
 
 def _sizes(job: Job) -> str:
     """The settings that set a model's memory, as the one line after an allocation failed."""
     model, data = job.cfg.model, job.cfg.data
     points = data.get("batch_size") or len(job.datamodule.splits["train"][0])
-    return (f"model.hidden_size={model.hidden_size} × {model.get('n_hidden_layers', 1)} layers, "
-            f"{points} points a step (data.batch_size={data.get('batch_size')}), "
-            f"model.n_members={model.get('n_members', 1)}; lower one of them or run where there is more memory")
+    return (
+        f"model.hidden_size={model.hidden_size} × {model.get('n_hidden_layers', 1)} layers, "
+        f"{points} points a step (data.batch_size={data.get('batch_size')}), "
+        f"model.n_members={model.get('n_members', 1)}; lower one of them or run where there is more memory"
+    )
 
 
 def _resumable_chunks(jobs: list[Job], max_models: int):
@@ -217,7 +207,7 @@ def _resumable_chunks(jobs: list[Job], max_models: int):
     fingerprints = [stack_state.fingerprint(job.cfg) for job in jobs]
     for members, saved, state in stack_state.partition([job.run_dir for job in jobs], fingerprints):
         for start in range(0, len(members), max_models):
-            yield members[start:start + max_models], saved, state
+            yield members[start : start + max_models], saved, state
 
 
 def _finish(job: Job, seconds: float) -> Any:

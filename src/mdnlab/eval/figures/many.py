@@ -64,8 +64,11 @@ def predictions_figure(t: Tensor, points: dict[str, Tensor], target_names) -> Fi
             ax.scatter(t[:, j], prediction[:, j], s=5, alpha=0.4, color=colour, lw=0, label=name)
         low, high = limits(t[:, j])
         ax.plot([low, high], [low, high], "k--", lw=1, label="prediction = truth")
-        ax.set(title=f"Test predictions of {target_names[j]}", xlabel=f"true {target_names[j]}",
-               ylabel=f"predicted {target_names[j]}")
+        ax.set(
+            title=f"Test predictions of {target_names[j]}",
+            xlabel=f"true {target_names[j]}",
+            ylabel=f"predicted {target_names[j]}",
+        )
         ax.legend(fontsize=8)
     return fig
 
@@ -79,10 +82,20 @@ def components_figure(x: Tensor, logits: Tensor, input_names) -> Figure:
     for k, colour in enumerate(component_colours(pi.shape[-1])):
         chosen = top == k
         if chosen.any():
-            ax.scatter(x[chosen, 0], horizontal[chosen], s=8, color=colour, lw=0,
-                       alpha=0.8, label=f"component {k} (mean π {float(pi[chosen, k].mean()):.2f})")
-    ax.set(title="Most probable mixture component over the test inputs", xlabel=input_names[0],
-           ylabel=input_names[1] if x.shape[1] > 1 else "")
+            ax.scatter(
+                x[chosen, 0],
+                horizontal[chosen],
+                s=8,
+                color=colour,
+                lw=0,
+                alpha=0.8,
+                label=f"component {k} (mean π {float(pi[chosen, k].mean()):.2f})",
+            )
+    ax.set(
+        title="Most probable mixture component over the test inputs",
+        xlabel=input_names[0],
+        ylabel=input_names[1] if x.shape[1] > 1 else "",
+    )
     ax.legend(fontsize=8, loc="best")
     return fig
 
@@ -92,11 +105,17 @@ def samples_figure(x, t, m: Mixture, shown, names, problem, seed: int) -> Figure
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.5), squeeze=False)
     for ax, i, sample in zip(axes[0], shown.tolist(), draws):
         two = sample.shape[-1] > 1
-        ax.scatter(sample[:, 0], sample[:, 1] if two else torch.zeros(len(sample)), s=6, alpha=0.4,
-                   color="tab:red", lw=0, label="Gumbel-max samples")
+        ax.scatter(
+            sample[:, 0],
+            sample[:, 1] if two else torch.zeros(len(sample)),
+            s=6,
+            alpha=0.4,
+            color="tab:red",
+            lw=0,
+            label="Gumbel-max samples",
+        )
         _mark_truth(ax, x[i], t[i], problem)
-        ax.set(title=f"Samples at input {_point(x[i])}", xlabel=names[1][0],
-               ylabel=names[1][1] if two else "")
+        ax.set(title=f"Samples at input {_point(x[i])}", xlabel=names[1][0], ylabel=names[1][1] if two else "")
         ax.legend(fontsize=8)
     return fig
 
@@ -113,13 +132,15 @@ def density_figure(x, train_t, m: Mixture, shown, names, problem) -> Figure:
         first_two = m.rows(slice(i, i + 1)).first_two()
         # log density, floored 12 nats below the peak: sharp (near-deterministic) modes stay visible
         log_density = first_two.log_prob(grid).reshape(g0.shape)
-        image = ax.imshow(log_density.clamp_min(float(log_density.max()) - 12), origin="lower",
-                          aspect="auto", cmap="viridis",
-                          extent=(float(axes_grid[0][0]), float(axes_grid[0][-1]),
-                                  float(axes_grid[1][0]), float(axes_grid[1][-1])))
+        image = ax.imshow(
+            log_density.clamp_min(float(log_density.max()) - 12),
+            origin="lower",
+            aspect="auto",
+            cmap="viridis",
+            extent=(float(axes_grid[0][0]), float(axes_grid[0][-1]), float(axes_grid[1][0]), float(axes_grid[1][-1])),
+        )
         _mark_truth(ax, x[i], None, problem)
-        ax.set(title=f"log p({names[1][0]}, {names[1][1]} | {_point(x[i])})", xlabel=names[1][0],
-               ylabel=names[1][1])
+        ax.set(title=f"log p({names[1][0]}, {names[1][1]} | {_point(x[i])})", xlabel=names[1][0], ylabel=names[1][1])
         fig.colorbar(image, ax=ax, label="log density")
     return fig
 
@@ -151,8 +172,7 @@ def endpoint_figure(x: Tensor, points: dict[str, Tensor], problem) -> Figure:
         reached = problem.forward_kinematics(theta)
         rmse = float(problem.endpoint_errors(x, theta).square().mean().sqrt())
         scatter(ax, x[:, 0], x[:, 1], alpha=0.4, colour="black", label="target position")
-        scatter(ax, reached[:, 0], reached[:, 1], alpha=0.5, colour="tab:red",
-                label=f"reached by the {name}")
+        scatter(ax, reached[:, 0], reached[:, 1], alpha=0.5, colour="tab:red", label=f"reached by the {name}")
         ax.set(title=f"{name}: end-effector RMS error {rmse:.4f}", xlabel="x1", ylabel="x2")
         ax.set_aspect("equal")
         ax.legend(fontsize=8, loc="lower left")
@@ -174,11 +194,27 @@ def _mark_truth(ax, x: Tensor, t: Tensor | None, problem) -> None:
     if hasattr(problem, "inverse_kinematics"):
         solutions, inside = problem.inverse_kinematics(x.reshape(1, -1))
         chosen = solutions[0][inside[0]]
-        ax.scatter(chosen[:, 0], chosen[:, 1], marker="o", s=120, facecolors="none", lw=1.5,
-                   edgecolors="white" if t is None else "black", label="true solutions")
+        ax.scatter(
+            chosen[:, 0],
+            chosen[:, 1],
+            marker="o",
+            s=120,
+            facecolors="none",
+            lw=1.5,
+            edgecolors="white" if t is None else "black",
+            label="true solutions",
+        )
     elif t is not None:
-        ax.scatter(t[0], t[1] if len(t) > 1 else 0.0, marker="o", s=120, facecolors="none", lw=1.5,
-                   edgecolors="black", label="observed target")
+        ax.scatter(
+            t[0],
+            t[1] if len(t) > 1 else 0.0,
+            marker="o",
+            s=120,
+            facecolors="none",
+            lw=1.5,
+            edgecolors="black",
+            label="observed target",
+        )
 
 
 def _point(x: Tensor) -> str:

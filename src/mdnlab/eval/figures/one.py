@@ -44,8 +44,10 @@ def draw(model, datamodule, least_squares, seed: int) -> dict[str, Figure]:
             predictive = model.eval().predictive_distribution(grid.reshape(-1, 1).float())
             draws = draws_of(predictive, 1, seed).reshape(-1)
             density = predictive.log_prob(targets.reshape(-1, 1, 1).float()).double().exp().T
-            pit = draw_pit(draws_of(model.predictive_distribution(test_x.float()), DRAWS, seed).double(),
-                           test_t.reshape(-1, 1).double())
+            pit = draw_pit(
+                draws_of(model.predictive_distribution(test_x.float()), DRAWS, seed).double(),
+                test_t.reshape(-1, 1).double(),
+            )
     figures["samples"] = samples_figure(grid, draws, train_x, train_t, labels)
     figures["density"] = density_figure(grid, density, targets, problem, labels)
     figures["pit"] = pit_figure(pit)
@@ -66,8 +68,9 @@ def least_squares_figure(views) -> Figure:
     for ax, (problem, inputs, targets, fitted) in zip(axes[0], views):
         grid = span(inputs.reshape(-1), GRID_POINTS)
         scatter(ax, inputs.reshape(-1), targets.reshape(-1), alpha=0.25)
-        ax.plot(grid, predict(fitted, grid.reshape(-1, 1).float()).mean(), color="tab:red", lw=2,
-                label="MLP fitted by MSE")
+        ax.plot(
+            grid, predict(fitted, grid.reshape(-1, 1).float()).mean(), color="tab:red", lw=2, label="MLP fitted by MSE"
+        )
         if problem.has_oracle:
             ax.plot(grid, problem.moments(grid)[0], "k--", lw=1, label="true E[target | input]")
         x_name, t_name = problem.input_names[0], problem.target_names[0]
@@ -84,10 +87,10 @@ def bands_figure(grid, m: Mixture, x, t, labels) -> Figure:
     for k, colour in enumerate(component_colours(mu.shape[-1])):
         # fade each component where it carries little weight, so the bands read as the density
         ax.plot(grid, mu[:, k], color=colour, lw=1.5, label=f"component {k}")
-        ax.fill_between(grid, mu[:, k] - sigma[:, k], mu[:, k] + sigma[:, k], color=colour,
-                        alpha=0.25 * float(pi[:, k].max()))
-    ax.set(title="Mixture components: μ_k ± σ_k over the data", xlabel=labels[0], ylabel=labels[1],
-           ylim=limits(t))
+        ax.fill_between(
+            grid, mu[:, k] - sigma[:, k], mu[:, k] + sigma[:, k], color=colour, alpha=0.25 * float(pi[:, k].max())
+        )
+    ax.set(title="Mixture components: μ_k ± σ_k over the data", xlabel=labels[0], ylabel=labels[1], ylim=limits(t))
     ax.legend(loc="upper left", fontsize=8)
     return fig
 
@@ -109,8 +112,12 @@ def samples_figure(grid, draws: Tensor, x, t, labels) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 6))
     scatter(ax, x, t, alpha=0.2, label="data")
     ax.scatter(grid, draws, s=6, alpha=0.5, color="tab:red", label="samples")
-    ax.set(title="Samples from the predictive distribution, one per input", xlabel=labels[0],
-           ylabel=labels[1], ylim=limits(t))
+    ax.set(
+        title="Samples from the predictive distribution, one per input",
+        xlabel=labels[0],
+        ylabel=labels[1],
+        ylim=limits(t),
+    )
     ax.legend(loc="upper left", fontsize=8)
     return fig
 
@@ -120,15 +127,13 @@ def density_figure(grid, model_density: Tensor, targets: Tensor, problem, labels
     panels = [("model p(target | input)", model_density)]
     if problem.has_oracle:
         panels.append(("true p(target | input)", problem.log_density_grid(grid, targets).exp()))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False, layout="constrained")
     # the true density spikes where the x range truncates it; a high quantile keeps the
     # colour scale on the bulk of the mass
     vmax = float(torch.quantile(torch.cat([p.reshape(-1)[::7] for _, p in panels]).float(), 0.995))
     extent = (float(grid[0]), float(grid[-1]), float(targets[0]), float(targets[-1]))
     for ax, (title, density) in zip(axes[0], panels):
-        image = ax.imshow(density.T, origin="lower", aspect="auto", extent=extent, vmin=0,
-                          vmax=vmax, cmap="viridis")
+        image = ax.imshow(density.T, origin="lower", aspect="auto", extent=extent, vmin=0, vmax=vmax, cmap="viridis")
         ax.set(title=title, xlabel=labels[0], ylabel=labels[1])
     fig.colorbar(image, ax=axes[0].tolist(), label="density")
     return fig

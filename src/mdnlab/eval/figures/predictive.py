@@ -24,8 +24,15 @@ def predictive_figure(summary: dict, target_names) -> Figure:
             draws = summary["samples"][i] if one else summary["samples"][i, :, j]
             mode = summary["most_probable_mode"][i] if one else summary["most_probable_mode"][i, j]
             ax = axes[i][j]
-            ax.hist(draws.numpy(), bins=60, range=(float(grid[0]), float(grid[-1])), density=True,
-                    color="tab:blue", alpha=0.35, label=f"{draws.numel()} samples")
+            ax.hist(
+                draws.numpy(),
+                bins=60,
+                range=(float(grid[0]), float(grid[-1])),
+                density=True,
+                color="tab:blue",
+                alpha=0.35,
+                label=f"{draws.numel()} samples",
+            )
             if density is not None:  # a flow over several targets has no marginal density
                 ax.plot(grid, density, color="tab:red", lw=1.5, label="predictive density")
             ax.axvline(float(mode), color="black", ls="--", lw=1, label="most probable mode")
