@@ -70,13 +70,19 @@ class Family:
 
 # The peers get the MDN's protocol and budget: the same stages over the keys they have. The
 # Gaussian network (a deep ensemble's member, Lakshminarayanan et al. 2017) is the MDN with one
-# component, so its size stage drops n_gaussians; the flow's size stage is its network and its
-# number of spline transforms.
+# component, so its size stage drops n_gaussians, and it adds the paper's adversarial training
+# (off or its ε = 0.01) as a last stage; the flow's size stage is its network and its number of
+# spline transforms.
 FAMILIES = {
     "mdn": Family(STAGES, BASE, "uci", ""),
     "gaussian": Family(
-        ((STAGES[0][0], {k: v for k, v in STAGES[0][1].items() if k != "model.n_gaussians"}), NOISE, RATE),
-        {**BASE, "model.n_gaussians": 1},
+        (
+            (STAGES[0][0], {k: v for k, v in STAGES[0][1].items() if k != "model.n_gaussians"}),
+            NOISE,
+            RATE,
+            ("adversarial", {"model.adversarial": (0.0, 0.01)}),
+        ),
+        {**BASE, "model.n_gaussians": 1, "model.adversarial": 0.0},
         "uci",
         "gaussian/",
     ),
@@ -198,14 +204,16 @@ def main() -> None:
     parser.add_argument(
         "--stages",
         nargs="*",
-        default=[s for s, _ in STAGES],
-        choices=[s for s, _ in STAGES],
-        help="stages to run (the others keep the base recipe's values)",
+        default=None,
+        choices=sorted({s for f in FAMILIES.values() for s, _ in f.stages}),
+        help="stages to run (default: all of the family's; the others keep the base recipe's values)",
     )
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run (e.g. a shorter test)")
     args = parser.parse_args()
     root, sets = root_and_sets(args)
     family = FAMILIES[args.family]
+    if args.stages is None:
+        args.stages = [s for s, _ in family.stages]
     for name in sets:
         start = time.perf_counter()
         out = args.out / family.folder

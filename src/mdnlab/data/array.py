@@ -113,6 +113,12 @@ class ArrayDataModule(L.LightningDataModule):
                 x, y = x[rank:usable:world], y[rank:usable:world]
             self.splits[name] = (x.to(device), y.to(device))
 
+    def input_range(self) -> Tensor:
+        """Each input's range (max − min) over the training split, in standardised units."""
+        self.prepare_splits()
+        inputs = self.raw["train"][0]
+        return (inputs.amax(0) - inputs.amin(0)) / self.standardizer.input_std
+
     def standardize(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         s = self.standardizer
         return (inputs - s.input_mean) / s.input_std, (targets - s.target_mean) / s.target_std

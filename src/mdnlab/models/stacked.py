@@ -37,7 +37,10 @@ class StackedMDN(nn.Module):
         training_losses_s = (1/M) Σ_m −(1/N) Σ_n log p_m(t_sn | x_sn)     (each member's own NLL)
         validation_losses_s = −(1/N) Σ_n log (1/M) Σ_m p_m(t_sn | x_sn)    (the ensemble's NLL)
 
-    both in standardised units (the single model's ``training_loss`` and ``loss``).
+    both in standardised units (the single model's ``training_loss`` and ``loss``). With the
+    models' ``adversarial`` ε > 0, the training loss is the single model's too: the mean of each
+    member's NLL at its inputs and at its adversarial inputs x + ε·range·sign(∇_x NLL), where
+    ``input_steps`` (S, input_dim, 1) holds ε·range for each model's own training split.
     """
 
     def __init__(self, models: Sequence[MixtureDensityNetwork]) -> None:
@@ -47,6 +50,8 @@ class StackedMDN(nn.Module):
             raise ValueError("stacked models need one target and one architecture")
         self.n_models, self.n_members = len(models), first.n_members
         self.n_gaussians, self.min_sigma = first.n_gaussians, first.min_sigma
+        self.adversarial = first.adversarial
+        self.register_buffer("input_steps", torch.zeros(self.n_models, first.input_range.numel(), 1), persistent=False)
         self.sigma_transform = first.hparams.sigma_transform
         self.activation = type(first.trunk[1])()
         linears = [first.trunk[i] for i in range(0, len(first.trunk), 2)] + [first.head]
@@ -57,10 +62,11 @@ class StackedMDN(nn.Module):
             self.weights.append(nn.Parameter(torch.cat(weights)))
             self.biases.append(nn.Parameter(torch.cat(biases)))
 
-    def outputs(self, inputs: Tensor, models: Tensor | None = None) -> Tensor:
+    def outputs(self, inputs: Tensor, models: Tensor | None = None, per_member: bool = False) -> Tensor:
         """The heads' outputs (B, 3K, N) for inputs (S, input_dim, N); with ``models`` (indices),
-        only those models' networks, for their inputs (len(models), input_dim, N)."""
-        if self.n_members > 1:  # each member of model s sees model s's data
+        only those models' networks, for their inputs (len(models), input_dim, N). With
+        ``per_member``, the inputs are already one copy per member network (B, input_dim, N)."""
+        if self.n_members > 1 and not per_member:  # each member of model s sees model s's data
             inputs = inputs.repeat_interleave(self.n_members, dim=0)
         layers = list(zip(self.weights, self.biases))
         if models is not None:  # the gradient still lands in the full tensors (zero elsewhere)
@@ -72,10 +78,12 @@ class StackedMDN(nn.Module):
             h = self.activation(torch.baddbmm(bias, weight, h))
         return torch.baddbmm(layers[-1][1], layers[-1][0], h)
 
-    def _log_terms(self, inputs: Tensor, targets: Tensor, models: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _log_terms(
+        self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """(logsumexp_k z_k, logsumexp_k log π-free joint) per member and point, (B, N) each:
         log p_m(t_n) = second − first − ½ log 2π."""
-        logits, mu, sigma_raw = self.outputs(inputs, models).split(self.n_gaussians, dim=1)
+        logits, mu, sigma_raw = self.outputs(inputs, models, per_member).split(self.n_gaussians, dim=1)
         if self.sigma_transform == "exp" and not self.min_sigma:
             log_sigma = sigma_raw
         else:
@@ -91,9 +99,22 @@ class StackedMDN(nn.Module):
         """Each model's training loss (S,): its members' NLLs averaged. With ``models``
         (indices), those models' losses only, from their inputs and targets: the stack's loop
         computes only the models still training once half of them have stopped."""
-        normaliser, joint = self._log_terms(inputs, targets, models)
-        per_member = (normaliser - joint).mean(-1) + LOG_SQRT_2PI
-        return per_member.view(-1, self.n_members).mean(1)
+        if not self.adversarial:
+            return self._member_nlls(inputs, targets, models)
+        inputs = inputs.repeat_interleave(self.n_members, dim=0).detach().requires_grad_(True)
+        clean = self._member_nlls(inputs, targets, models, per_member=True)
+        # each member's copy of the inputs is read by its own NLL alone: the sum's gradient there is its own
+        (gradient,) = torch.autograd.grad(clean.sum(), inputs, retain_graph=True)
+        steps = self.input_steps if models is None else self.input_steps[models]
+        moved = inputs.detach() + steps.repeat_interleave(self.n_members, dim=0) * gradient.sign()
+        return (clean + self._member_nlls(moved, targets, models, per_member=True)) / 2
+
+    def _member_nlls(
+        self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
+    ) -> Tensor:
+        normaliser, joint = self._log_terms(inputs, targets, models, per_member)
+        per_member_nll = (normaliser - joint).mean(-1) + LOG_SQRT_2PI
+        return per_member_nll.view(-1, self.n_members).mean(1)
 
     @torch.no_grad()
     def validation_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:

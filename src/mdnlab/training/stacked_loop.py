@@ -53,6 +53,9 @@ class StackedFit:
         self.first_epoch, self.first_step, self.epoch_losses = 0, 0, None
         self.fingerprints = [stack_state.fingerprint(j.cfg) for j in jobs]
         self.stack = StackedMDN([job.model for job in jobs]).to(device)
+        if self.stack.adversarial:  # ε × each model's own training range, per input
+            ranges = torch.stack([j.datamodule.input_range() for j in jobs]).unsqueeze(-1)
+            self.stack.input_steps.copy_(self.stack.adversarial * ranges)
         options = jobs[0].cfg.model.optimizer
 
         def per_model(key: str) -> Tensor:
