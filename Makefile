@@ -38,11 +38,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(LINTED)
 
 test: lint
-	$(BIN)/python -m pytest -n auto -m "not cluster" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not cluster" $(PYTEST_ARGS)
 
 # everything but the end-to-end runs in subprocesses
 test-fast: lint
-	$(BIN)/python -m pytest -n auto -m "not slow and not cluster" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not slow and not cluster" $(PYTEST_ARGS)
 
 # hydra/launcher=slurm against a one-node SLURM cluster that the tests start and stop
 # (scripts/slurm_cluster.sh; needs root and Debian's slurmctld slurmd slurm-client munge)

@@ -81,3 +81,22 @@ def run_record(log_dir: Path, task: str = "train") -> dict:
 @pytest.fixture
 def fast():
     return list(FAST)
+
+
+# The modules whose runs take longest here (tens of seconds each) start first: with `-n auto`,
+# the workers then fill in with the short tests at the end instead of one of them finishing a
+# long run alone while the others idle. Whole modules move, in their own order, so a module's
+# fixtures are still set up once.
+LONGEST_FIRST = ("test_uci.py", "test_bench.py", "test_finish_sweeps.py", "test_notebook.py", "test_packaging.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    modules: dict[str, int] = {}
+    for item in items:
+        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST) + 1
+        if item.get_closest_marker("slow"):
+            rank = min(rank, len(LONGEST_FIRST))
+        modules[name] = min(modules.get(name, rank), rank)
+    order = {id(item): place for place, item in enumerate(items)}
+    items.sort(key=lambda item: (modules[item.nodeid.split("::")[0].rsplit("/", 1)[-1]], order[id(item)]))
