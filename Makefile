@@ -17,10 +17,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# torch by pip (it finds this machine's wheel on disk), the rest by uv, which installs them in
+# about half pip's time here. uv does not see a --system-site-packages torch (astral-sh/uv#7358)
+# and would fetch another: a venv made on a cluster's torch installs the rest with pip.
+INSTALLER = $(if $(findstring system-site-packages,$(VENV_FLAGS)),$(BIN)/python -m pip install,$(BIN)/uv pip install --python $(BIN)/python)
+
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[$(EXTRAS)]' --config-settings editable_mode=compat
+	$(if $(findstring system-site-packages,$(VENV_FLAGS)),,$(BIN)/python -m pip install --quiet -c requirements.lock uv)
+	$(INSTALLER) --quiet -c requirements.lock -e '.[$(EXTRAS)]' -C editable_mode=compat
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -56,7 +62,7 @@ LOCK_VENV := build/lock-venv
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(if $(strip $(TORCH_SPEC)),$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,peers,docs]' pre-commit
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,peers,docs]' pre-commit uv
 	{ sed -n '1,3p' requirements.lock; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v -i -E \
 	  '^(torch|nvidia-|triton|sympy|mpmath|networkx|jinja2|markupsafe|filelock|fsspec|typing.extensions|setuptools)=='; \
 	  } > requirements.lock.new && mv requirements.lock.new requirements.lock
