@@ -135,6 +135,12 @@ def model_of(config: dict) -> str:
     return "single" if config["model.n_members"] == 1 else "ensemble"
 
 
+def experiment_of(record: dict) -> str:
+    """The experiment a run's command line named (its recipe), from the overrides it saved."""
+    overrides = (record.get("hydra_files") or {}).get("overrides.yaml", "")
+    return next((line.split("=", 1)[1] for line in overrides.splitlines() if line.startswith("- experiment=")), "")
+
+
 def rows_of(out: Path, name: str) -> list[dict]:
     """The set's finished runs, every method: the MDNs' and the mdn-train peers' run.json files
     and NGBoost's records."""
@@ -160,6 +166,7 @@ def rows_of(out: Path, name: str) -> list[dict]:
                 "val_nll": m["val/best_nll"],
                 "seconds": data.get("fit_seconds") or 0.0,
                 "checkpoint": data["tested_checkpoint"],
+                "recipe": experiment_of(data),
             }
         )
     return sorted(rows + ngboost_rows(out, name), key=lambda r: (r["model"], r["split"]))

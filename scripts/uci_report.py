@@ -191,9 +191,34 @@ def spike_table(root: Path, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def recipe_table(rows: list[dict]) -> str:
+    """Per set and method, the recipe it trained with: one chosen on validation by
+    scripts/uci_search.py (configs/experiment/uci/...), or its family's base recipe."""
+    lines = ["| data set | " + " | ".join(["MDN", *PEERS.values()]) + " |", "|---" * 5 + "|"]
+    for name in sorted({r["set"] for r in rows}):
+        methods, cells = by_method(rows, name), []
+        for method in ["MDN", *PEERS]:
+            found = {r.get("recipe", "") for r in methods.get(method, [])}
+            if method == "ngboost":
+                cells.append("its paper's, rounds on validation" if methods.get(method) else "-")
+            elif not found:
+                cells.append("-")
+            else:
+                cells.append(
+                    " / ".join(f"{'searched' if e.startswith('uci/') else 'base'} ({e})" for e in sorted(found))
+                )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(root: Path, rows: list[dict]) -> str:
     """Every table, as Markdown."""
     parts = [
+        (
+            "Recipes (searched: chosen on validation rows by scripts/uci_search.py; base: the family's "
+            "starting recipe, not searched)",
+            recipe_table(rows),
+        ),
         ("Test NLL (nats; lower is better), mean ± s.e. over the splits", metric_table(rows, "nll", True, root)),
         ("Test RMSE", metric_table(rows, "rmse", False)),
         ("Test CRPS (target units)", metric_table(rows, "crps", False)),

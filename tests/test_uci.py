@@ -129,6 +129,7 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     paired = [m - f for m, f in zip(mdn, flow)]  # both sorted by split
     assert cells[7] == f"{sum(paired) / 2:.2f} ± {abs(paired[0] - paired[1]) / 2:.2f} ({sum(d < 0 for d in paired)}/2)"
     assert "| toy |" in report.split("Spikes")[1]  # the spike analysis ran, on every method
+    assert "| toy | base (uci) | base (uci_flow) | base (uci) | - |" in report  # no recipe searched for toy
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("toy/**/metrics.json")}
     assert len(stamps) == 8
     again = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
