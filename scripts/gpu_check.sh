@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks of stacked training (issues #13, #24), as run on a lent GPU machine whose python3
-# already has torch and Lightning: hydra/omegaconf travel as a copied site folder (.devsite).
+# The GPU checks of stacked training, for a GPU machine whose python3 already has torch and
+# Lightning but not the rest: install what it lacks into .devsite from this checkout first,
+#   .venv/bin/python -m pip install --target .devsite -c requirements.lock hydra-core omegaconf zuko
+# then, on the GPU machine, from the checkout's root:
 #   bash scripts/gpu_check.sh [out dir]
 set -uo pipefail
 OUT=${1:-${OUT:-/tmp/gpu_check}}
