@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_stacked import nlls_by_seed  # scripts/ is on the path when run as a script
+import machine  # scripts/ is on the path when run as a script
+from bench_stacked import nlls_by_seed
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -76,7 +76,7 @@ def main() -> None:
     gap = max(abs(alone[s] - stacked[s]) for s in alone)
     print(
         f"{args.jobs} default-recipe models of {args.steps} steps on a one-node SLURM cluster "
-        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), command start to all finished:\n"
+        f"({machine.cpu()}), command start to all finished:\n"
     )
     print("| launcher | SLURM jobs | CPUs a job | wall s | × stacked_slurm |")
     print("|---|---|---|---|---|")

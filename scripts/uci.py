@@ -24,11 +24,12 @@ import csv
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import machine  # scripts/ is on the path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs" / "experiment" / "uci"
@@ -238,10 +239,9 @@ def main() -> None:
     (args.out / "results.md").write_text(f"{tables}\n\n{footer}\n")
     if args.docs_table:
         args.docs_table.parent.mkdir(parents=True, exist_ok=True)
-        machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
         command = " ".join(sys.argv[1:]).replace(str(args.root), "<UCI root>")
         args.docs_table.write_text(
-            f"<!-- written by scripts/uci.py {command} ({machine}) -->\n\n{tables}\n\n{footer}\n"
+            f"<!-- written by scripts/uci.py {command} ({machine.cpu()}) -->\n\n{tables}\n\n{footer}\n"
         )
     print(tables, f"\n{footer}", f"\nwritten to {args.out}", sep="\n")
 
