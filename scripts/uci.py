@@ -52,6 +52,16 @@ FIELDS = (
 PEER_MODELS = ("flow", "gaussian", "ngboost")
 
 
+MINIBATCH, LARGE = 256, 2000  # rows a step, and the training-split size above which steps use minibatches
+
+
+def minibatches(fit_rows: int) -> dict:
+    """A large set's steps: minibatches of 256, with an epoch (a validation check) about every
+    100 steps, as full batches give on the small sets (a full-batch step of 7000 rows costs
+    about what 27 minibatch steps do)."""
+    return {"data.batch_size": MINIBATCH, "data.passes_per_epoch": max(1, round(100 * MINIBATCH / fit_rows))}
+
+
 def recipe(name: str, folder: str = "", base: str = "uci") -> str:
     """The set's chosen recipe (configs/experiment/uci/<folder><set>.yaml, written by
     scripts/uci_search.py), else the base recipe."""
@@ -107,24 +117,25 @@ def run_peer(root: Path, name: str, peer: str, out: Path, splits: int | None, ex
 
     if peer == "ngboost":
         return uci_ngboost.run_set(root, name, out, splits)
-    n = UCISet(str(root), name).n_splits() if splits is None else splits
+    uci = UCISet(str(root), name)
+    n = uci.n_splits() if splits is None else splits
+    # a peer with no recipe of its own starts where its search would: minibatches on a large set
+    experiment = recipe(name, "flow/", "uci_flow") if peer == "flow" else recipe(name, "gaussian/")
+    n_train = len(uci.split(0)[0])
+    base = minibatches(int(0.9 * n_train)) if "/" not in experiment and n_train > LARGE else {}
+    steps = [f"{k}={v}" for k, v in base.items()]
     if peer == "flow":  # trains alone: a flow does not stack
         return run_multirun(
-            root,
-            name,
-            out / name / peer,
-            [f"data.split=range({n})", *extra],
-            f"{n} splits, flow",
-            experiment=recipe(name, "flow/", "uci_flow"),
+            root, name, out / name / peer, [f"data.split=range({n})", *steps, *extra], f"{n} splits, flow", experiment
         )
     # the Gaussian deep ensemble: 5 one-component networks (Lakshminarayanan et al., 2017)
     return run_multirun(
         root,
         name,
         out / name / peer,
-        [f"data.split=range({n})", "model.n_gaussians=1", "model.n_members=5", *extra],
+        [f"data.split=range({n})", "model.n_gaussians=1", "model.n_members=5", *steps, *extra],
         f"{n} splits, Gaussian deep ensemble",
-        experiment=recipe(name, "gaussian/"),
+        experiment=experiment,
     )
 
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uci import RECIPES, REPO, root_and_sets, run_multirun
+from uci import LARGE, RECIPES, REPO, minibatches, root_and_sets, run_multirun
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -101,7 +101,6 @@ FAMILIES = {
 # torch.compile costs ~10 s a stack and saves ~40% a step from about 16 networks up (make bench):
 # the search's small stacks (5 splits of one candidate) train eager
 COMPILE_FROM = 40
-MINIBATCH, LARGE = 256, 2000  # rows a step, and the training-split size above which steps use minibatches
 
 
 def base_recipe(n_train: int, base: dict = BASE) -> dict:
@@ -109,8 +108,7 @@ def base_recipe(n_train: int, base: dict = BASE) -> dict:
     with an epoch (a validation check) about every 100 steps, as on the small sets."""
     if n_train <= LARGE:
         return dict(base)
-    fit_rows = int(0.8 * n_train)  # data.search holds out 2 × 10%
-    return {**base, "data.batch_size": MINIBATCH, "data.passes_per_epoch": max(1, round(100 * MINIBATCH / fit_rows))}
+    return {**base, **minibatches(int(0.8 * n_train))}  # data.search holds out 2 × 10%
 
 
 def override(key: str, value) -> str:
