@@ -71,6 +71,17 @@ def paired_with_dropout(root: Path, name: str, mdn: list[dict]) -> str:
     return paired(mdn, [{"split": k, "nll": v} for k, v in dropout.items()], "nll")
 
 
+def fewer_splits(root: Path | None, name: str, mdn: list[dict]) -> str:
+    """ ", k of n splits" where the runs cover fewer than the set's splits (a quick look, or a
+    large set cut to fit the time), else nothing."""
+    if root is None or not mdn:
+        return ""
+    from mdnlab.problems import UCISet
+
+    total = UCISet(str(root), name).n_splits()
+    return f", {len(mdn)} of {total} splits" if len(mdn) < total else ""
+
+
 def metric_table(rows: list[dict], metric: str, published: bool, root: Path | None = None) -> str:
     sets = sorted({r["set"] for r in rows})
     head = [
@@ -87,7 +98,7 @@ def metric_table(rows: list[dict], metric: str, published: bool, root: Path | No
     for name in sets:
         methods = by_method(rows, name)
         mdn = methods["MDN"]
-        cells = [f"{name} ({mdn[0]['model'] if mdn else '-'})"]
+        cells = [f"{name} ({mdn[0]['model'] if mdn else '-'}{fewer_splits(root, name, mdn)})"]
         cells += [mean_se([r[metric] for r in rows if r["set"] == name and r["model"] == m]) for m in MDN]
         cells.append(mean_se([r[metric] for r in mdn]))
         cells += [mean_se([r[metric] for r in methods.get(p, [])]) for p in PEERS]
@@ -220,8 +231,8 @@ def report(root: Path, rows: list[dict]) -> str:
             recipe_table(rows),
         ),
         ("Test NLL (nats; lower is better), mean ± s.e. over the splits", metric_table(rows, "nll", True, root)),
-        ("Test RMSE", metric_table(rows, "rmse", False)),
-        ("Test CRPS (target units)", metric_table(rows, "crps", False)),
+        ("Test RMSE", metric_table(rows, "rmse", False, root)),
+        ("Test CRPS (target units)", metric_table(rows, "crps", False, root)),
         (
             "Seconds of training and scoring, all splits (a stack's wall time; the flows and NGBoost one "
             "split after another)",

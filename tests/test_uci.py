@@ -120,7 +120,7 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     nll_table = report.split("Test RMSE")[0]
     line = next(ln for ln in nll_table.splitlines() if ln.startswith("| toy ("))
     picked = min(("single", "ensemble"), key=lambda m: sum(float(r["val_nll"]) for r in rows if r["model"] == m))
-    assert line.startswith(f"| toy ({picked}) |")  # picked on validation, not on test
+    assert line.startswith(f"| toy ({picked}, 2 of 3 splits) |")  # picked on validation, not on test; 2 splits run
     cells = [c.strip() for c in line.strip("|").split("|")]
     mdn = [float(r["nll"]) for r in rows if r["model"] == picked]
     flow = [float(r["nll"]) for r in rows if r["model"] == "flow"]
