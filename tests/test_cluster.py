@@ -200,9 +200,10 @@ def test_a_preempted_job_is_requeued_and_loses_nothing(cluster, alone, tmp_path,
 
 def test_a_job_reaching_its_time_limit_is_requeued_and_loses_nothing(cluster, alone, tmp_path):
     """A one-minute limit with the warning 40 s before it: USR2 comes 20-50 s into a run that
-    needs ~35 s (SLURM checks limits about every 30 s), submitit requeues the job, and a later
-    attempt finishes with the metrics of the same job run here without SLURM."""
-    longer = "trainer.max_epochs=50"
+    needs over a minute (SLURM checks limits about every 30 s; a run that ends before the signal
+    would test nothing), submitit requeues the job, and a later attempt finishes with the metrics
+    of the same job run here without SLURM."""
+    longer = "trainer.max_epochs=120"
     done = sweep(
         cluster,
         tmp_path / "sweep",
