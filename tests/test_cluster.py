@@ -279,7 +279,7 @@ def test_ddp_as_two_srun_tasks_equals_ddp_cpu_here(cluster, tmp_path):
         text=True,
         cwd=tmp_path,
     )
-    assert here.returncode == 0, here.stderr[-2000:]  # why, if it fails (it failed once, unexplained)
+    assert here.returncode == 0, here.stderr[-2000:]
     [metrics] = job_metrics(tmp_path / "sweep").values()
     assert json.loads(metrics)["metrics"] == json.loads((tmp_path / "here" / "metrics.json").read_bytes())["metrics"]
 
