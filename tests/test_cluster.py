@@ -287,7 +287,7 @@ def test_ddp_as_two_srun_tasks_equals_ddp_cpu_here(cluster, tmp_path):
 # ---- hydra/launcher=stacked_slurm: each stack one SLURM job ---------------------------------
 
 STACKED = ["hydra.launcher.compile=false", "seed=0,1,2"]
-LONGER = "trainer.max_epochs=40"  # ~30 s a stack of three here: long enough for a time limit's warning
+LONGER = "trainer.max_epochs=100"  # ~75 s a stack of three here: a time limit's warning (20-50 s in) lands inside it
 
 
 @pytest.fixture(scope="module")
