@@ -11,10 +11,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -109,24 +111,91 @@ def job_metrics(where: Path) -> dict[int, bytes]:
     return out
 
 
-def running_job(env, where: Path, epochs_done: int = 1, timeout: float = 120) -> str:
-    """The sweep's SLURM job id, once its run has checkpointed ``epochs_done`` epochs."""
+def job_process(where: Path) -> int | None:
+    """The pid of the process that trains the sweep's running job (submitit's ``_submit``, not
+    the srun whose arguments name it), or None before it starts."""
+    pattern = f"^[^ ]*python[^ ]* -u -m submitit.core._submit {where / '.submitit'}/"
+    pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    assert len(pids) <= 1, pids
+    return int(pids[0]) if pids else None
+
+
+def proc_status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while "State:\tT" not in proc_status(pid):  # SIGSTOP lands asynchronously
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.01)
+
+
+def held(pid: int) -> bool:
+    """Whether the process is stopped with no signal waiting for it. SLURM sends SIGCONT with
+    every signal it sends a job, so a held job also goes on by itself when one comes."""
+    status = proc_status(pid)
+    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return "State:\tT" in status and not any(int(mask, 16) for mask in masks)
+
+
+def epoch_saved(where: Path) -> bool:
+    """A single run's first epoch is in its last.ckpt, or a stack's first epoch in .stacks/."""
     from mdnlab import checkpoint
 
+    if list((where / ".stacks").glob("*.pt")):
+        return True
+    for last in where.glob("*/checkpoints/last.ckpt"):
+        try:
+            return checkpoint.read(last)["epoch"] >= 0
+        except (OSError, KeyError, RuntimeError, EOFError):
+            pass  # being written
+    return False
+
+
+@contextmanager
+def held_mid_run(env, where: Path, timeout: float = 120):
+    """The sweep's one running job, stopped (SIGSTOP) once it has saved its first epoch: it runs
+    in 0.1 s slices until then, so that it is mid-run on a machine of any speed or load. Yields
+    (SLURM job id, pid); SIGCONT on leaving, for the job SLURM has not ended meanwhile."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lasts = list(where.glob("*/checkpoints/last.ckpt"))
-        if lasts:
-            try:
-                if checkpoint.read(lasts[0])["epoch"] + 1 >= epochs_done:
-                    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=env, capture_output=True, text=True)
-                    running = [line.split()[0] for line in out.stdout.splitlines() if line.endswith("RUNNING")]
-                    if running:
-                        return running[0]
-            except (OSError, KeyError, RuntimeError):
-                pass  # being written
-        time.sleep(0.2)
-    raise AssertionError(f"no job of {where} got to epoch {epochs_done}")
+    while (pid := job_process(where)) is None:
+        assert time.monotonic() < deadline, f"no job of {where} started in {timeout} s"
+        time.sleep(0.05)
+    stop(pid)
+    try:
+        while not epoch_saved(where):
+            assert time.monotonic() < deadline and proc_status(pid), f"no epoch of {where} saved"
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.1)
+            stop(pid)
+        out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], env=env, capture_output=True, text=True)
+        [job] = out.stdout.split()
+        yield job, pid
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def until_slurm_signals(pid: int, timeout: float = 120) -> None:
+    """Waits, the job held, until SLURM signals it."""
+    deadline = time.monotonic() + timeout
+    while held(pid):
+        assert time.monotonic() < deadline, f"SLURM sent process {pid} no signal in {timeout} s"
+        time.sleep(0.1)
+
+
+def time_limit_warning_mid_run(env, where: Path) -> None:
+    """Cuts the held job's time limit to one minute (it was submitted with ten) and lets it go on
+    once SLURM's warning (USR2, ``signal_delay_s`` before the limit) comes. SLURM checks limits
+    about every 30 s: with a 40 s warning it comes 20-50 s into the job, always while it is held."""
+    with held_mid_run(env, where) as (job, pid):
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], env=env, check=True)
+        until_slurm_signals(pid)
 
 
 def steps_at_the_requeue(where: Path, step: str) -> tuple[str, str]:
@@ -170,8 +239,8 @@ def test_submit_and_go_then_mdn_report_follows_the_jobs(cluster, alone, tmp_path
 def test_scontrol_requeue_loses_nothing(cluster, alone, tmp_path):
     """SLURM's SIGTERM of a requeue: the attempt stops without a result, the next resumes."""
     process = sweep(cluster, tmp_path / "sweep", "seed=0", background=True)
-    job = running_job(cluster, tmp_path / "sweep")
-    subprocess.run(["scontrol", "requeue", job], env=cluster, check=True)
+    with held_mid_run(cluster, tmp_path / "sweep") as (job, _):
+        subprocess.run(["scontrol", "requeue", job], env=cluster, check=True)
     status, err = finished(process)
     assert status == 0, err[-2000:]
     assert job_metrics(tmp_path / "sweep") == {0: alone[0]}
@@ -185,53 +254,43 @@ def test_a_preempted_job_is_requeued_and_loses_nothing(cluster, alone, tmp_path,
     """An "urgent" job takes the node: the sweep's job is requeued at once (debug) or after its
     grace time (debug_grace), and resumes once the node is free."""
     process = sweep(cluster, tmp_path / "sweep", "seed=1", f"hydra.launcher.partition={partition}", background=True)
-    running_job(cluster, tmp_path / "sweep")
-    subprocess.run(
-        ["sbatch", "-p", "urgent", "-c", "2", "-o", os.devnull, "--wrap", "sleep 1"],
-        env=cluster,
-        check=True,
-        capture_output=True,
-    )
+    with held_mid_run(cluster, tmp_path / "sweep") as (_, pid):
+        subprocess.run(
+            ["sbatch", "-p", "urgent", "-c", "2", "-o", os.devnull, "--wrap", "sleep 1"],
+            env=cluster,
+            check=True,
+            capture_output=True,
+        )
+        until_slurm_signals(pid)
     status, err = finished(process)
     assert status == 0, err[-2000:]
     assert job_metrics(tmp_path / "sweep") == {1: alone[1]}
     assert "Traceback" not in err
+    stopped, resumed = steps_at_the_requeue(tmp_path / "sweep", "global step (\\d+)")
+    assert stopped == resumed
 
 
 def test_a_job_reaching_its_time_limit_is_requeued_and_loses_nothing(cluster, alone, tmp_path):
-    """A one-minute limit with the warning 40 s before it: USR2 comes 20-50 s into a run that
-    needs over a minute (SLURM checks limits about every 30 s; a run that ends before the signal
-    would test nothing), submitit requeues the job, and a later attempt finishes with the metrics
-    of the same job run here without SLURM."""
-    longer = "trainer.max_epochs=120"
-    done = sweep(
-        cluster,
-        tmp_path / "sweep",
-        "seed=0",
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=40",
-        "hydra.launcher.max_num_timeout=8",
-        longer,
-    )
-    status, err = done.returncode, done.stderr
-    subprocess.run(
-        [str(BIN / "mdn-train"), *JOB, "seed=0", longer, f"hydra.run.dir={tmp_path / 'here'}"],
-        check=True,
-        capture_output=True,
-        cwd=tmp_path,
-    )
+    """A one-minute limit with the warning 40 s before it: the job gets USR2 mid-run (held
+    still until then), submitit requeues it, and the next attempt resumes at the step the first
+    stopped and finishes with the metrics of the uninterrupted job."""
+    limit = ["hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=8"]
+    process = sweep(cluster, tmp_path / "sweep", "seed=0", *limit, background=True)
+    time_limit_warning_mid_run(cluster, tmp_path / "sweep")
+    status, err = finished(process)
     assert status == 0, err[-2000:]
     assert "Traceback" not in err
     [log] = (tmp_path / "sweep" / ".submitit").glob("*/*_0_log.err")
     assert "timed-out" in log.read_text()  # submitit's line: it was signalled, and requeued
-    [metrics] = job_metrics(tmp_path / "sweep").values()
-    assert json.loads(metrics)["metrics"] == json.loads((tmp_path / "here" / "metrics.json").read_bytes())["metrics"]
+    stopped, resumed = steps_at_the_requeue(tmp_path / "sweep", "global step (\\d+)")
+    assert stopped == resumed
+    assert job_metrics(tmp_path / "sweep") == {0: alone[0]}
 
 
 def test_scancel_ends_in_one_line_and_a_rerun_finishes(cluster, alone, tmp_path):
     process = sweep(cluster, tmp_path / "sweep", "seed=0", background=True)
-    job = running_job(cluster, tmp_path / "sweep")
-    subprocess.run(["scancel", job], env=cluster, check=True)
+    with held_mid_run(cluster, tmp_path / "sweep") as (job, _):
+        subprocess.run(["scancel", job], env=cluster, check=True)
     status, err = finished(process)
     assert status == 1 and "Traceback" not in err
     assert f"error: SLURM job {job} was cancelled without a result" in err, err
@@ -251,8 +310,8 @@ def test_a_job_dropped_without_a_result_ends_the_sweep(cluster, tmp_path):
     warning signal that comes before submitit's handler, say) is reported from squeue, not
     waited on forever."""
     process = sweep(cluster, tmp_path / "sweep", "seed=0", background=True)
-    job = running_job(cluster, tmp_path / "sweep")
-    subprocess.run(["pkill", "-KILL", "-f", "submitit.core._submit"], check=True)
+    with held_mid_run(cluster, tmp_path / "sweep") as (job, pid):
+        os.kill(pid, signal.SIGKILL)
     status, err = finished(process, timeout=120)
     assert status == 1 and "Traceback" not in err
     assert f"SLURM job {job} ended" in err and "without a result" in err, err
@@ -287,7 +346,7 @@ def test_ddp_as_two_srun_tasks_equals_ddp_cpu_here(cluster, tmp_path):
 # ---- hydra/launcher=stacked_slurm: each stack one SLURM job ---------------------------------
 
 STACKED = ["hydra.launcher.compile=false", "seed=0,1,2"]
-LONGER = "trainer.max_epochs=100"  # ~75 s a stack of three here: a time limit's warning (20-50 s in) lands inside it
+LONGER = "trainer.max_epochs=20"  # 5,000 steps: the stack is still training when the tests act on it
 
 
 @pytest.fixture(scope="module")
@@ -312,12 +371,8 @@ def test_a_requeued_stack_resumes_at_the_step_it_stopped(cluster, stacked_here, 
     the step in flight, the next attempt resumes there, and every model's metrics.json is the
     one the stacked launcher leaves on this machine."""
     process = stacked_sweep(cluster, tmp_path / "sweep", background=True)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "sweep" / ".stacks").glob("*.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the stack's first epoch is saved: it is training
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], env=cluster, capture_output=True, text=True, check=True)
-    [job] = out.stdout.split()
-    subprocess.run(["scontrol", "requeue", job], env=cluster, check=True)
+    with held_mid_run(cluster, tmp_path / "sweep") as (job, _):
+        subprocess.run(["scontrol", "requeue", job], env=cluster, check=True)
     status, err = finished(process)
     assert status == 0, err[-2000:]
     assert "Traceback" not in err
@@ -328,17 +383,16 @@ def test_a_requeued_stack_resumes_at_the_step_it_stopped(cluster, stacked_here, 
 
 
 def test_a_stack_reaching_its_time_limit_resumes(cluster, stacked_here, tmp_path):
-    """USR2 40 s before a one-minute limit: the stack saves its state and submitit requeues
-    its job (StackTask.checkpoint); the next attempt resumes and finishes."""
-    done = stacked_sweep(
-        cluster,
-        tmp_path / "sweep",
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=40",
-        "hydra.launcher.max_num_timeout=8",
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+    """USR2 40 s before a one-minute limit, mid-run: the stack saves its state, submitit
+    requeues its job (StackTask.checkpoint), and the next attempt resumes at that step."""
+    limit = ["hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=8"]
+    process = stacked_sweep(cluster, tmp_path / "sweep", *limit, background=True)
+    time_limit_warning_mid_run(cluster, tmp_path / "sweep")
+    status, err = finished(process)
+    assert status == 0, err[-2000:]
+    assert "Traceback" not in err
     [log] = (tmp_path / "sweep" / ".submitit").glob("*/*_0_log.err")
     assert "timed-out" in log.read_text()
+    stopped, resumed = steps_at_the_requeue(tmp_path / "sweep", "epoch (\\d+), step (\\d+)")
+    assert stopped == resumed
     assert job_metrics(tmp_path / "sweep") == stacked_here
