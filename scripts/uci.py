@@ -119,11 +119,12 @@ def run_peer(root: Path, name: str, peer: str, out: Path, splits: int | None, ex
         return uci_ngboost.run_set(root, name, out, splits)
     uci = UCISet(str(root), name)
     n = uci.n_splits() if splits is None else splits
+    base = "uci_flow" if peer == "flow" else "uci"
+    experiment = recipe(name, f"{peer}/", base)
     # a peer with no recipe of its own starts where its search would: minibatches on a large set
-    experiment = recipe(name, "flow/", "uci_flow") if peer == "flow" else recipe(name, "gaussian/")
     n_train = len(uci.split(0)[0])
-    base = minibatches(int(0.9 * n_train)) if "/" not in experiment and n_train > LARGE else {}
-    steps = [f"{k}={v}" for k, v in base.items()]
+    batches = minibatches(int(0.9 * n_train)) if experiment == base and n_train > LARGE else {}
+    steps = [f"{k}={v}" for k, v in batches.items()]
     if peer == "flow":  # trains alone: a flow does not stack
         return run_multirun(
             root, name, out / name / peer, [f"data.split=range({n})", *steps, *extra], f"{n} splits, flow", experiment
