@@ -9,7 +9,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 VENV_FLAGS ?=
 # extras installed with the project: dev (tests, linters, launchers); add peers for make uci's
-# NGBoost (make uci EXTRAS=dev,peers), docs for the site and the notebook's kernel, optuna,
+# NGBoost (make uci EXTRAS=dev,peers), sbi for data=sbibm and make sbi (sbibm, installed
+# without its dependencies, and sbi's NPE), docs for the site and the notebook's kernel, optuna,
 # mlflow, wandb. A new set installs into the same venv (what an earlier set added stays).
 EXTRAS ?= dev
 BIN := $(VENV)/bin
@@ -30,6 +31,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
 	$(if $(findstring system-site-packages,$(VENV_FLAGS)),,$(BIN)/python -m pip install --quiet -c requirements.lock uv)
 	$(INSTALLER) --quiet -c requirements.lock -e '.[$(EXTRAS)]' -C editable_mode=compat
+	$(if $(filter sbi,$(subst $(comma), ,$(EXTRAS))),$(INSTALLER) --quiet --no-deps -c requirements.lock sbibm)
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -65,7 +67,8 @@ LOCK_VENV := build/lock-venv
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(if $(strip $(TORCH_SPEC)),$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)")
-	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,peers,docs]' pre-commit uv
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,peers,docs,sbi]' pre-commit uv
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps sbibm==1.1.0
 	{ sed -n '1,3p' requirements.lock; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v -i -E \
 	  '^(torch|nvidia-|triton|sympy|mpmath|networkx|jinja2|markupsafe|filelock|fsspec|typing.extensions|setuptools)=='; \
 	  } > requirements.lock.new && mv requirements.lock.new requirements.lock
@@ -85,7 +88,12 @@ clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: bench compare robot-arm uci
+.PHONY: bench compare robot-arm uci sbi
+# sbibm's inverse problems: the MDN (and sbi's NPE, --peers) on every task and budget, scored by
+# C2ST against the reference posteriors: make sbi EXTRAS=dev,sbi ARGS="--tasks two_moons --budgets 1000"
+sbi: $(STAMP)
+	$(BIN)/python scripts/sbi.py $(ARGS)
+
 # The UCI benchmark: make uci ARGS="--root /path/to/UCI_Datasets" (or MDNLAB_UCI_ROOT=...)
 uci: $(STAMP)
 	$(BIN)/python scripts/uci.py $(ARGS)

@@ -7,11 +7,13 @@ from mdnlab.data.modules import (
     SinusoidDataModule,
     TableDataModule,
 )
+from mdnlab.data.sbibm import SBIBMDataModule
 from mdnlab.data.uci import UCIDataModule
 
 __all__ = [
     "ArrayDataModule",
     "RobotArmDataModule",
+    "SBIBMDataModule",
     "SinusoidDataModule",
     "Standardizer",
     "TableDataModule",

@@ -12,11 +12,13 @@ No Lightning here. A problem is an object with
     oracle(inputs, targets) -> (log p, E, Var)       true log p(target | input) and moments
     log_density_grid, moments                        the same on a grid / without targets
     endpoint_errors(inputs, predictions) -> (n,)     a task error of point predictions (robot arm)
+    observation(k), reference_samples(k)             an sbibm task's x_o and reference posterior
 """
 
 from mdnlab.problems.robot_arm import RobotArm
+from mdnlab.problems.sbibm_task import SBIBMTask
 from mdnlab.problems.sinusoid import DIRECTIONS, Sinusoid
 from mdnlab.problems.table import Table
 from mdnlab.problems.uci import UCISet, available_sets
 
-__all__ = ["DIRECTIONS", "RobotArm", "Sinusoid", "Table", "UCISet", "available_sets"]
+__all__ = ["DIRECTIONS", "RobotArm", "SBIBMTask", "Sinusoid", "Table", "UCISet", "available_sets"]

@@ -58,6 +58,9 @@ def finish(cfg: DictConfig, fit: Fit, model, datamodule) -> dict[str, float]:
     tested_model = _load(tested_path) if tested_path else model.cpu()
     say(f"scoring the test split ({Path(tested_path).name if tested_path else 'final weights'})")
     metrics = score(tested_model, datamodule, fit, model.metric)
+    if hasattr(datamodule, "posterior_settings"):  # an inverse problem with reference posteriors (sbibm)
+        say("scoring the posterior at the task's observations")
+        metrics.update(score_posterior(tested_model, datamodule, run_dir, int(cfg.seed)))
     rundir.record(cfg, run_dir, metrics, tested_path, fit.seconds)
     log_results(fit, cfg, metrics, model.metric)
     if cfg.get("figures", True):
@@ -107,6 +110,29 @@ def score(model, datamodule, fit: Fit, metric: str) -> dict[str, float]:
     metrics["train/epochs"] = float(fit.epochs)
     metrics["train/steps"] = float(fit.global_step)
     return metrics
+
+
+def score_posterior(model, datamodule, run_dir: Path, seed: int) -> dict[str, float]:
+    """The posterior's scores at each observation (``eval.posterior``), written before the
+    run's record: posterior.csv (one row per observation) and posterior_samples.pt (the draws,
+    {observation: (n, D) tensor}, so that tables rebuild without retraining)."""
+    import csv
+    import io
+
+    import torch
+
+    from mdnlab.eval import posterior
+    from mdnlab.io import atomic_file, write_text_atomic
+
+    rows, draws = posterior.score(model, seed=seed, **datamodule.posterior_settings())
+    with atomic_file(run_dir / "posterior_samples.pt", "wb") as handle:
+        torch.save(draws, handle)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, ["observation", "c2st", "nltp", "mmd", "acceptance"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run_dir / "posterior.csv", table.getvalue())
+    return posterior.summary(rows)
 
 
 def log_results(fit: Fit, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
@@ -176,4 +202,6 @@ def summary_line(metrics: dict[str, float]) -> str:
     if "test/oracle_nll" in metrics:
         parts.append(f"oracle {metrics['test/oracle_nll']:.4f} (excess {metrics['test/excess_nll']:.4f})")
     parts.append(f"test/mse {metrics['test/mse']:.4f}")
+    if "test/c2st" in metrics:
+        parts.append(f"test/c2st {metrics['test/c2st']:.4f} (mean over the observations)")
     return " | ".join(parts)

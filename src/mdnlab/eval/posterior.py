@@ -1,0 +1,135 @@
+"""A fitted model as an amortized posterior q(θ | x) on an sbibm task, scored at the task's
+observations as sbibm scores a method (Lueckmann et al., 2021; ``benchmarking_sbi/run.py``):
+
+    C2ST   the stacked classifier test of ``eval.c2st`` (z-scored by the reference), reference
+           samples against the posterior's draws
+    NLTP   −log q(θ_true | x_o) at the observation's true parameters
+    MMD    sbibm's ``metrics.mmd`` (Gaussian kernel, median-heuristic bandwidth, unbiased MMD²,
+           no z-scoring), reference against the draws
+
+Nothing here imports Lightning or the models: a model is anything with
+``predictive_mixture(inputs) -> Mixture`` in the fitted coordinates, a task a
+``problems.SBIBMTask``. Draws and scores are seeded: the same run scores the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Transform
+from torch.distributions.transforms import identity_transform
+
+from mdnlab.eval.c2st import c2st
+from mdnlab.mixtures import Mixture
+
+REJECTION_BATCH = 10_000
+MAX_REJECTION_ROUNDS = 1000  # an acceptance rate under ~1e-3 is a failed posterior, not a slow one
+
+
+@dataclass(frozen=True)
+class MixturePosterior:
+    """q(θ | x_o) from a Gaussian mixture q'(θ' | x_o) in the fitted coordinates and θ = T(θ')
+    (``SBIBMTask.transform``), or, with ``support`` (a constraint), q restricted to the prior's
+    support and renormalised by the acceptance rate:
+
+        transform   q(θ) = q'(T⁻¹θ) |det ∂T⁻¹(θ)/∂θ|
+        reject      q(θ) = q'(θ) 1[θ ∈ support] / P_q'(support)
+
+    where P_q'(support) is estimated from the draws that ``sample`` made (``acceptance``)."""
+
+    mixture: Mixture  # one input: logits (1, K), mu (1, K, D), scale (1, K, D[, D])
+    transform: Transform
+    support: Any = None
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, float]:
+        """(n draws (n, D), the acceptance rate: 1.0 unless rejecting)."""
+        if self.support is None:
+            return self.transform(self.mixture.sample(n, generator=generator)[0]), 1.0
+        kept, drawn = [], 0
+        for _ in range(MAX_REJECTION_ROUNDS):
+            draws = self.mixture.sample(REJECTION_BATCH, generator=generator)[0]
+            drawn += len(draws)
+            kept.append(draws[self.support.check(draws)])
+            if sum(len(k) for k in kept) >= n:
+                break
+        accepted = torch.cat(kept)
+        if len(accepted) < n:
+            raise RuntimeError(f"{len(accepted)} of {drawn} draws fell inside the prior's support, fewer than {n}")
+        return accepted[:n], len(accepted) / drawn
+
+    def log_prob(self, theta: Tensor, acceptance: float = 1.0) -> Tensor:
+        """log q(θ) for θ (n, D)."""
+        if self.support is not None:
+            inside = self.support.check(theta)
+            log_q = self.mixture.log_prob(theta) - math.log(acceptance)
+            return torch.where(inside, log_q, -math.inf)
+        inner = self.transform.inv(theta)
+        log_q = self.mixture.log_prob(inner)
+        if self.transform is identity_transform:  # its log_abs_det_jacobian is per coordinate
+            return log_q
+        log_det: Tensor = self.transform.log_abs_det_jacobian(inner, theta)  # type: ignore[no-untyped-call]
+        return log_q - log_det
+
+
+def posterior_at(model: Any, task: Any, x_o: Tensor) -> MixturePosterior:
+    """The model's posterior at one observation x_o (1, dim_x), float64 on the CPU."""
+    from mdnlab.eval.metrics import predict
+
+    support = task.prior().support if task.support == "reject" and task.bounded else None
+    return MixturePosterior(predict(model, x_o).columns(), task.transform(), support)
+
+
+def mmd(reference: Tensor, samples: Tensor) -> float:
+    """sbibm's MMD² (``sbibm.metrics.mmd``, z_score=False as published)."""
+    from sbibm.metrics.mmd import mmd as sbibm_mmd
+
+    return float(sbibm_mmd(reference.float(), samples.float(), z_score=False))
+
+
+def score(
+    model: Any,
+    task: Any,
+    observations: list[int],
+    n_samples: int,
+    seed: int = 0,
+    with_c2st: bool = True,
+    c2st_samples: int | None = None,
+    with_mmd: bool = True,
+) -> tuple[list[dict[str, float]], dict[int, Tensor]]:
+    """Per observation: its number, c2st, nltp, mmd, acceptance; and each one's draws (n, D)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    rows, draws, references = [], {}, []
+    for k in observations:
+        posterior = posterior_at(model, task, task.observation(k))
+        samples, acceptance = posterior.sample(n_samples, generator)
+        true_theta = task.true_parameters(k).double()
+        nltp = -float(posterior.log_prob(true_theta, acceptance)[0])
+        reference = task.reference_samples(k)[:n_samples]
+        rows.append({"observation": k, "nltp": nltp, "acceptance": acceptance})
+        if with_mmd:
+            rows[-1]["mmd"] = mmd(reference, samples)
+        draws[k] = samples.float()
+        references.append(reference)
+    if with_c2st:
+        m = min(c2st_samples or n_samples, n_samples, min(len(r) for r in references))
+        scores = c2st(torch.stack([r[:m] for r in references]), torch.stack([draws[k][:m] for k in observations]))
+        for row, value in zip(rows, scores.tolist()):
+            row["c2st"] = value
+    return rows, draws
+
+
+def summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    """test/c2st, test/nltp, test/mmd: means over the observations, and per observation
+    (test/c2st_<k>, ...); test/acceptance when rejecting."""
+    out: dict[str, float] = {}
+    for name in ("c2st", "nltp", "mmd", "acceptance"):
+        values = [row[name] for row in rows if name in row]
+        if not values or (name == "acceptance" and all(v == 1.0 for v in values)):
+            continue
+        out[f"test/{name}"] = sum(values) / len(values)
+        out.update({f"test/{name}_{int(row['observation'])}": row[name] for row in rows})
+    return out

@@ -1,0 +1,164 @@
+"""sbibm's tasks as data, the posterior's support, its scores, the stacked C2ST."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from conftest import run_cli
+
+from mdnlab.errors import ConfigError
+from mdnlab.eval.c2st import c2st
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The classifiers are small: one thread, as mdn-train runs them (torch_threads=1), and no
+    oversubscription beside the other test worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bayes_accuracy(shift: float) -> float:
+    """The best classifier's accuracy between N(0, 1) and N(shift, 1): Φ(shift / 2)."""
+    return 0.5 * (1 + math.erf(shift / 2 / math.sqrt(2)))
+
+
+def test_stacked_c2st_finds_the_bayes_accuracy_of_shifted_gaussians():
+    generator = torch.Generator().manual_seed(0)
+    shifts = torch.tensor([0.0, 1.0, 3.0])
+    x = torch.randn(3, 1500, 1, generator=generator)
+    y = torch.randn(3, 1500, 1, generator=generator) + shifts.view(-1, 1, 1)
+    scores = c2st(x, y, seed=1)
+    assert scores.shape == (3,)
+    for score, shift in zip(scores.tolist(), shifts.tolist()):
+        assert abs(score - bayes_accuracy(shift)) < 0.03, (score, shift)
+    assert torch.equal(c2st(x, y, seed=1), scores)  # seeded: the same numbers again
+    one = c2st(x[2], y[2], seed=1)  # one pair as (N, D): a 0-d tensor
+    assert one.dim() == 0 and abs(float(one) - bayes_accuracy(3.0)) < 0.03
+
+
+def test_stacked_c2st_agrees_with_sbibms_own_on_the_same_samples():
+    pytest.importorskip("sbibm")
+    pytest.importorskip("sklearn")
+    from sbibm.metrics.c2st import c2st as sbibm_c2st
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1000, 2, generator=generator)
+    y = torch.randn(2, 1000, 2, generator=generator) * torch.tensor([1.0, 1.6]).view(-1, 1, 1)
+    ours = c2st(x, y).tolist()
+    theirs = [float(sbibm_c2st(x[i], y[i])) for i in range(2)]
+    assert theirs[1] > 0.6  # one pair far from 0.5, one near it
+    for a, b in zip(ours, theirs):
+        assert abs(a - b) < 0.03, (ours, theirs)  # 2,000 held-out rows: ± ~0.011 each
+
+
+@pytest.fixture(scope="module")
+def two_moons():
+    pytest.importorskip("sbibm")
+    from mdnlab.problems import SBIBMTask
+
+    return SBIBMTask("two_moons")
+
+
+def test_simulations_are_seeded_and_leave_the_global_generator_alone(two_moons):
+    from mdnlab.data import SBIBMDataModule
+
+    state = torch.random.get_rng_state()
+    first = two_moons.simulate(200, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again, other = two_moons.simulate(200, seed=0), two_moons.simulate(200, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[1], other[1])
+    data = SBIBMDataModule("two_moons", num_simulations=200, seed=0, n_test=50)
+    data.prepare_splits()
+    sizes = {name: len(x) for name, (x, _) in data.raw.items()}
+    assert sizes == {"train": 180, "val": 20, "test": 50}  # 10% of the budget validates
+    x_train, theta_train = data.raw["train"]
+    assert torch.equal(x_train, first[0][:180])  # the budget's first draws, test rows outside it
+    # the box prior's parameters, fitted in the unbounded coordinates θ' = T⁻¹(θ)
+    assert torch.allclose(two_moons.transform()(theta_train), first[1][:180], atol=1e-5)
+    assert torch.allclose(data.standardizer.target_mean, theta_train.mean(0))
+
+
+def test_the_transformed_posterior_stays_in_the_box_with_the_change_of_variables_density(two_moons):
+    from torch.distributions import TransformedDistribution
+
+    from mdnlab.eval.posterior import MixturePosterior
+    from mdnlab.mixtures import Mixture
+
+    generator = torch.Generator().manual_seed(0)
+    mixture = Mixture(
+        torch.tensor([[0.3, -0.2]], dtype=torch.float64),
+        torch.tensor([[[0.5, -1.0], [2.0, 0.1]]], dtype=torch.float64),
+        torch.tensor([[[0.7, 1.3], [0.4, 0.9]]], dtype=torch.float64),
+    )
+    posterior = MixturePosterior(mixture, two_moons.transform())
+    draws, acceptance = posterior.sample(4000, generator)
+    assert acceptance == 1.0 and bool(((draws > -1) & (draws < 1)).all())
+    reference = TransformedDistribution(mixture.distribution(), [two_moons.transform()])
+    theta = draws[:50]
+    assert torch.allclose(posterior.log_prob(theta), reference.log_prob(theta), atol=1e-9)
+    # rejection: θ fitted directly, the draws outside the box thrown away and the density renormalised
+    rejecting = MixturePosterior(mixture, torch.distributions.transforms.identity_transform, two_moons.prior().support)
+    kept, rate = rejecting.sample(2000, generator)
+    inside = mixture.distribution().sample((200_000,))[:, 0]
+    expected = float(((inside > -1) & (inside < 1)).all(-1).double().mean())
+    assert abs(rate - expected) < 0.02 and bool(((kept > -1) & (kept < 1)).all())
+    outside = torch.tensor([[1.5, 0.0]], dtype=torch.float64)
+    assert rejecting.log_prob(outside, rate).item() == -math.inf
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"task": "nope"}, "data.task"),
+        ({"task": "sir"}, "data.task"),
+        ({"num_simulations": 99}, "data.num_simulations"),
+        ({"observations": [0, 3]}, "data.observations"),
+        ({"observations": [11]}, "data.observations"),
+        ({"support": "clip"}, "data.support"),
+    ],
+)
+def test_bad_sbibm_settings_name_their_key(overrides, key):
+    from mdnlab.data import SBIBMDataModule
+
+    with pytest.raises(ConfigError) as raised:
+        SBIBMDataModule(**{"task": "two_moons", **overrides})
+    assert raised.value.key == key
+    if overrides.get("task") == "sir":
+        assert "Julia" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_trains_and_scores_every_observation(tmp_path):
+    pytest.importorskip("sbibm")
+    run = tmp_path / "run"
+    command = [
+        "mdn-train",
+        "experiment=sbi",
+        "data.task=two_moons",
+        "data.num_simulations=1000",
+        "data.posterior_samples=1000",
+        "model.hidden_size=50",
+        "trainer.max_epochs=40",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={run}",
+    ]
+    run_cli(command, tmp_path)
+    rows = list(csv.DictReader((run / "posterior.csv").open()))
+    assert [int(r["observation"]) for r in rows] == list(range(1, 11))
+    c2sts = [float(r["c2st"]) for r in rows]
+    assert all(0.45 < c < 1.0 for c in c2sts) and sum(c2sts) / 10 < 0.95  # a posterior, not noise
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert metrics["test/c2st"] == pytest.approx(sum(c2sts) / 10)
+    assert math.isfinite(metrics["test/nltp"]) and math.isfinite(metrics["test/mmd"])
+    draws = torch.load(run / "posterior_samples.pt")
+    assert sorted(draws) == list(range(1, 11)) and draws[1].shape == (1000, 2)
+    assert all(bool(((d > -1) & (d < 1)).all()) for d in draws.values())  # inside the prior's box
