@@ -92,7 +92,7 @@ clean:
 # sbibm's inverse problems: the MDN (and sbi's NPE, --peers) on every task and budget, scored by
 # C2ST against the reference posteriors: make sbi EXTRAS=dev,sbi ARGS="--tasks two_moons --budgets 1000"
 sbi: $(STAMP)
-	$(BIN)/python scripts/sbi.py $(ARGS)
+	$(BIN)/python scripts/sbi_benchmark.py $(ARGS)
 
 # The UCI benchmark: make uci ARGS="--root /path/to/UCI_Datasets" (or MDNLAB_UCI_ROOT=...)
 uci: $(STAMP)

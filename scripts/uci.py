@@ -24,12 +24,11 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import machine  # scripts/ is on the path when run as a script
+import benchmark  # scripts/ is on the path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs" / "experiment" / "uci"
@@ -74,24 +73,11 @@ def run_multirun(
     """One mdn-train multirun (hydra/launcher=stacked) on set ``name`` with its recipe (or
     ``experiment``); its progress lines shown."""
     experiment = experiment or recipe(name)
-    command = [
-        str(Path(sys.executable).parent / "mdn-train"),
-        "-m",
-        "hydra/launcher=stacked",
-        f"experiment={experiment}",
-        f"data.root={root}",
-        f"data.name={name}",
-        "figures=false",
-        f"hydra.sweep.dir={sweep}",
-        *overrides,
-    ]
-    print(f"== {name} ({experiment}), {what} -> {sweep}", flush=True)
-    start = time.perf_counter()
-    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as job:
-        for line in job.stdout:  # the stacks' progress lines and failures, as they come
-            if line.startswith(("epoch ", "error", "stacked:", "already finished")) or "Error" in line:
-                print("   " + line.rstrip(), flush=True)
-    return time.perf_counter() - start
+    return benchmark.run_multirun(
+        sweep,
+        [f"experiment={experiment}", f"data.root={root}", f"data.name={name}", *overrides],
+        f"{name} ({experiment}), {what}",
+    )
 
 
 def run_set(root: Path, name: str, members: int, out: Path, splits: int | None, extra: list[str]) -> float:
@@ -248,14 +234,7 @@ def main() -> None:
         if seconds
         else "(--report-only: rebuilt from the runs already there; their time is in that run's output)"
     )
-    (args.out / "results.md").write_text(f"{tables}\n\n{footer}\n")
-    if args.docs_table:
-        args.docs_table.parent.mkdir(parents=True, exist_ok=True)
-        command = " ".join(sys.argv[1:]).replace(str(args.root), "<UCI root>")
-        args.docs_table.write_text(
-            f"<!-- written by scripts/uci.py {command} ({machine.cpu()}) -->\n\n{tables}\n\n{footer}\n"
-        )
-    print(tables, f"\n{footer}", f"\nwritten to {args.out}", sep="\n")
+    benchmark.write_results(args.out, tables, footer, args.docs_table, "uci.py", {str(args.root): "<UCI root>"})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ import math
 import statistics
 from pathlib import Path
 
+import benchmark
+from benchmark import mean_se
+
 # Published held-out NLL, mean ± error as printed: Lakshminarayanan et al. 2017 (PBP, MC dropout
 # 2016, deep ensembles), the DropoutUncertaintyExps readme (2018 rerun), Duan et al. 2020 (NGBoost).
 PUBLISHED = {  # set: (PBP, MC dropout 2016, MC dropout 2018, deep ensembles, NGBoost)
@@ -33,13 +36,6 @@ PEERS = {"flow": "flow", "gaussian": "Gaussian ensemble", "ngboost": "NGBoost"}
 SPIKE = 10.0
 
 
-def mean_se(values: list[float]) -> str:
-    if not values:
-        return "-"
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {se:.2f}"
-
-
 def picked(rows: list[dict]) -> str:
     """The MDN the protocol counts: the lower mean validation NLL over the splits (never test)."""
     return min(MDN, key=lambda m: statistics.mean([r["val_nll"] for r in rows if r["model"] == m] or [math.inf]))
@@ -55,11 +51,7 @@ def by_method(rows: list[dict], name: str) -> dict[str, list[dict]]:
 
 def paired(mdn: list[dict], peer: list[dict], metric: str) -> str:
     """MDN − peer over the splits both have: mean ± s.e. (splits where the MDN is better)."""
-    theirs = {r["split"]: r[metric] for r in peer}
-    differences = [r[metric] - theirs[r["split"]] for r in mdn if r["split"] in theirs]
-    if not differences:
-        return "-"
-    return f"{mean_se(differences)} ({sum(d < 0 for d in differences)}/{len(differences)})"
+    return benchmark.paired(mdn, peer, metric, unit=lambda r: r["split"])
 
 
 def paired_with_dropout(root: Path, name: str, mdn: list[dict]) -> str:

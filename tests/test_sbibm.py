@@ -43,6 +43,26 @@ def test_stacked_c2st_finds_the_bayes_accuracy_of_shifted_gaussians():
     assert one.dim() == 0 and abs(float(one) - bayes_accuracy(3.0)) < 0.03
 
 
+def test_the_written_out_backpropagation_is_autograds():
+    from mdnlab.eval.c2st import _init, _losses_and_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    params = _init(3, [4, 40, 40, 1], generator)
+    x = torch.randn(3, 50, 4, generator=generator)
+    labels = (torch.rand(3, 50, generator=generator) > 0.5).float()
+    losses, gradients = _losses_and_gradients(params, x, labels, alpha=1e-4)
+    leaves = [p.clone().requires_grad_(True) for p in params]
+    h = x
+    for layer in range(0, 4, 2):
+        h = torch.relu(torch.baddbmm(leaves[layer + 1], h, leaves[layer]))
+    logits = torch.baddbmm(leaves[-1], h, leaves[-2]).squeeze(-1)
+    penalty = 0.5e-4 * sum(w.pow(2).sum((1, 2)) for w in leaves[::2]) / 50
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1) + penalty
+    assert torch.allclose(losses, expected)
+    for ours, autograd in zip(gradients, torch.autograd.grad(expected.sum(), leaves)):
+        assert torch.allclose(ours, autograd, atol=1e-6)
+
+
 def test_stacked_c2st_agrees_with_sbibms_own_on_the_same_samples():
     pytest.importorskip("sbibm")
     pytest.importorskip("sklearn")
@@ -112,6 +132,15 @@ def test_the_transformed_posterior_stays_in_the_box_with_the_change_of_variables
     assert abs(rate - expected) < 0.02 and bool(((kept > -1) & (kept < 1)).all())
     outside = torch.tensor([[1.5, 0.0]], dtype=torch.float64)
     assert rejecting.log_prob(outside, rate).item() == -math.inf
+    # the corner figure's exact marginals: each a density on the box, matching the draws
+    grid = torch.linspace(-1 + 1e-7, 1 - 1e-7, 20001, dtype=torch.float64)
+    for d in (0, 1):
+        density = posterior.marginal_log_prob([d], grid[:, None]).exp()
+        assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-4)
+        below_zero = torch.trapezoid(density[: len(grid) // 2 + 1], grid[: len(grid) // 2 + 1]).item()
+        assert below_zero == pytest.approx(float((draws[:, d] < 0).double().mean()), abs=0.03)
+    pair = torch.tensor([[0.1, -0.4], [0.7, 0.2]], dtype=torch.float64)
+    assert torch.allclose(posterior.marginal_log_prob([0, 1], pair), posterior.log_prob(pair))
 
 
 @pytest.mark.parametrize(

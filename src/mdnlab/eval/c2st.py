@@ -107,7 +107,7 @@ def _init(classifiers: int, widths: list[int], generator: torch.Generator) -> li
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         for shape in ((classifiers, fan_in, fan_out), (classifiers, 1, fan_out)):
-            params.append((torch.rand(shape, generator=generator) * 2 - 1).mul_(bound).requires_grad_(True))
+            params.append((torch.rand(shape, generator=generator) * 2 - 1).mul_(bound))
     return params
 
 
@@ -117,6 +117,36 @@ def _logits(params: list[Tensor], inputs: Tensor) -> Tensor:
     for layer in range(0, len(params) - 2, 2):
         h = torch.relu(torch.baddbmm(params[layer + 1], h, params[layer]))
     return torch.baddbmm(params[-1], h, params[-2]).squeeze(-1)
+
+
+def _losses_and_gradients(
+    params: list[Tensor], inputs: Tensor, targets: Tensor, alpha: float
+) -> tuple[Tensor, list[Tensor]]:
+    """Each classifier's minibatch loss (B,), binary cross-entropy + ½ α Σ‖W‖² / batch size, and
+    its gradient with respect to every parameter. Backpropagation written out (a ReLU MLP's is
+    six batched matmuls) rather than autograd's: a step of these small networks costs mostly
+    per-operation overhead, and the graph autograd records is a large part of it."""
+    n = inputs.shape[1]
+    activations, pre = [inputs], []
+    for layer in range(0, len(params) - 2, 2):
+        z = torch.baddbmm(params[layer + 1], activations[-1], params[layer])
+        pre.append(z)
+        activations.append(torch.relu(z))
+    logits = torch.baddbmm(params[-1], activations[-1], params[-2])  # (B, n, 1)
+    cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.squeeze(-1), targets, reduction="none"
+    ).mean(1)
+    squares = sum(w.pow(2).sum((1, 2)) for w in params[::2])
+    losses = cross_entropy + 0.5 * alpha * squares / n
+    delta = (torch.sigmoid(logits) - targets.unsqueeze(-1)) / n  # ∂loss/∂logit
+    gradients: list[Tensor] = [torch.empty(0)] * len(params)
+    for layer in range(len(params) - 2, -1, -2):
+        weight = params[layer]
+        gradients[layer] = torch.bmm(activations[layer // 2].transpose(1, 2), delta).add_(weight, alpha=alpha / n)
+        gradients[layer + 1] = delta.sum(1, keepdim=True)
+        if layer:
+            delta = torch.bmm(delta, weight.transpose(1, 2)).mul_(pre[layer // 2 - 1] > 0)
+    return losses, gradients
 
 
 def _train_and_score(
@@ -136,7 +166,7 @@ def _train_and_score(
     x_train = data[pairs.unsqueeze(1), train_rows]  # (B, n_train, D)
     t_train = labels[pairs.unsqueeze(1), train_rows]
     params = _init(len(pairs), [dim, width, width, 1], generator)
-    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    moments = ([torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params])
     alive = torch.arange(len(pairs))  # the classifiers still training, by their index b
     best = torch.full((len(pairs),), math.inf, dtype=torch.float64)
     waits = torch.zeros(len(pairs), dtype=torch.long)
@@ -150,10 +180,9 @@ def _train_and_score(
             inputs = x_train.gather(1, rows.unsqueeze(-1).expand(-1, -1, dim))
             targets = t_train.gather(1, rows)
             step += 1
-            losses = _batch_losses(params, inputs, targets, s.alpha)
-            gradients = torch.autograd.grad(losses.sum(), params)
+            losses, gradients = _losses_and_gradients(params, inputs, targets, s.alpha)
             _adam(params, moments, gradients, step, s)
-            epoch_loss += losses.detach().double() * rows.shape[1]
+            epoch_loss += losses.double() * rows.shape[1]
         epoch_loss /= n_train
         index = alive
         improved = epoch_loss <= best[index] - s.tol
@@ -165,8 +194,8 @@ def _train_and_score(
             accuracy[index[done]] = _accuracy(params, done, data, labels, pairs[index[done]], test_rows[index[done]])
             keep = (~stopping).nonzero().view(-1)
             alive, x_train, t_train = index[keep], x_train[keep], t_train[keep]
-            params = [p.detach()[keep].requires_grad_(True) for p in params]
-            moments = [(m[keep], v[keep]) for m, v in moments]
+            params = [p[keep] for p in params]
+            moments = ([m[keep] for m in moments[0]], [v[keep] for v in moments[1]])
         if len(alive) == 0:
             return accuracy
     if len(alive):  # max_epochs reached: the final weights, as scikit-learn keeps them
@@ -175,30 +204,24 @@ def _train_and_score(
     return accuracy
 
 
-def _batch_losses(params: list[Tensor], inputs: Tensor, targets: Tensor, alpha: float) -> Tensor:
-    """Each classifier's minibatch loss (B,): binary cross-entropy + ½ α Σ‖W‖² / batch size."""
-    cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(
-        _logits(params, inputs), targets, reduction="none"
-    ).mean(1)
-    squares = sum(w.pow(2).sum((1, 2)) for w in params[::2])
-    return cross_entropy + 0.5 * alpha * squares / inputs.shape[1]
-
-
-@torch.no_grad()
 def _adam(
     params: list[Tensor],
-    moments: list[tuple[Tensor, Tensor]],
-    gradients: tuple[Tensor, ...],
+    moments: tuple[list[Tensor], list[Tensor]],
+    gradients: list[Tensor],
     step: int,
     s: C2STSettings,
 ) -> None:
-    """scikit-learn's Adam step (ε added to √v, the bias corrections folded into the rate)."""
+    """scikit-learn's Adam step (ε added to √v, the bias corrections folded into the rate), with
+    torch's multi-tensor (foreach) kernels: one call per operation for all the parameters."""
     beta1, beta2 = s.betas
     rate = s.lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-    for param, (mean, square), grad in zip(params, moments, gradients):
-        mean.mul_(beta1).add_(grad, alpha=1 - beta1)
-        square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        param.sub_(rate * mean / (square.sqrt() + s.eps))
+    means, squares = moments
+    torch._foreach_lerp_(means, gradients, 1 - beta1)  # m ← β1 m + (1 − β1) g
+    torch._foreach_mul_(squares, beta2)
+    torch._foreach_addcmul_(squares, gradients, gradients, value=1 - beta2)
+    denominators = torch._foreach_sqrt(squares)
+    torch._foreach_add_(denominators, s.eps)
+    torch._foreach_addcdiv_(params, means, denominators, value=-rate)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -74,6 +74,40 @@ class MixturePosterior:
         log_det: Tensor = self.transform.log_abs_det_jacobian(inner, theta)  # type: ignore[no-untyped-call]
         return log_q - log_det
 
+    @property
+    def exact_marginals(self) -> bool:
+        """Whether ``marginal_log_prob`` is exact: a mixture (of the fitted coordinates, through an
+        elementwise T) has closed-form marginals; a truncated one (rejection) has not."""
+        return self.support is None
+
+    def marginal_log_prob(self, dims: list[int], theta: Tensor) -> Tensor:
+        """log q(θ_dims) of the marginal over coordinates ``dims`` at points θ (n, len(dims)):
+        the mixture's marginal (μ_k[dims], Σ_k[dims, dims]) at θ'_dims = T⁻¹(θ)_dims, less
+        Σ_{d ∈ dims} log|∂T_d/∂θ'_d| (T acts on each coordinate alone, so this is exact)."""
+        full = theta.new_zeros(len(theta), self.mixture.mu.shape[-1])
+        full[:, dims] = theta
+        inner = self.transform.inv(full)
+        log_det = _elementwise_log_det(self.transform, inner, full)[:, dims]
+        logits, mu, scale = self.mixture
+        index = torch.tensor(dims)
+        if self.mixture.full_covariance:
+            covariance = scale @ scale.transpose(-1, -2)
+            scale = torch.linalg.cholesky(covariance[..., index[:, None], index])
+        else:
+            scale = scale[..., index]
+        marginal = Mixture(logits, mu[..., index], scale)
+        return marginal.log_prob(inner[:, dims].unsqueeze(1)).squeeze(-1) - log_det.sum(-1)
+
+
+def _elementwise_log_det(transform: Transform, inner: Tensor, outer: Tensor) -> Tensor:
+    """log|∂T_d/∂θ'_d| per coordinate, (n, D): 0 for the identity; for an IndependentTransform
+    (what biject_to gives a box), its base transform's, which acts on each coordinate alone."""
+    if transform is identity_transform:
+        return torch.zeros_like(inner)
+    base = getattr(transform, "base_transform", transform)
+    log_det: Tensor = base.log_abs_det_jacobian(inner, outer)
+    return log_det
+
 
 def posterior_at(model: Any, task: Any, x_o: Tensor) -> MixturePosterior:
     """The model's posterior at one observation x_o (1, dim_x), float64 on the CPU."""
@@ -99,12 +133,17 @@ def score(
     with_c2st: bool = True,
     c2st_samples: int | None = None,
     with_mmd: bool = True,
+    posterior_of: Callable[[Tensor], Any] | None = None,
 ) -> tuple[list[dict[str, float]], dict[int, Tensor]]:
-    """Per observation: its number, c2st, nltp, mmd, acceptance; and each one's draws (n, D)."""
+    """Per observation: its number, c2st, nltp, mmd, acceptance; and each one's draws (n, D).
+    ``posterior_of(x_o)``: another method's posterior at x_o (with ``sample(n, generator)`` and
+    ``log_prob(θ, acceptance)``, as ``MixturePosterior``), scored by the same code; by default
+    the model's."""
     generator = torch.Generator().manual_seed(int(seed))
     rows, draws, references = [], {}, []
     for k in observations:
-        posterior = posterior_at(model, task, task.observation(k))
+        x_o = task.observation(k)
+        posterior = posterior_of(x_o) if posterior_of is not None else posterior_at(model, task, x_o)
         samples, acceptance = posterior.sample(n_samples, generator)
         true_theta = task.true_parameters(k).double()
         nltp = -float(posterior.log_prob(true_theta, acceptance)[0])

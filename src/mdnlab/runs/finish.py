@@ -58,14 +58,20 @@ def finish(cfg: DictConfig, fit: Fit, model, datamodule) -> dict[str, float]:
     tested_model = _load(tested_path) if tested_path else model.cpu()
     say(f"scoring the test split ({Path(tested_path).name if tested_path else 'final weights'})")
     metrics = score(tested_model, datamodule, fit, model.metric)
+    draws = None
     if hasattr(datamodule, "posterior_settings"):  # an inverse problem with reference posteriors (sbibm)
         say("scoring the posterior at the task's observations")
-        metrics.update(score_posterior(tested_model, datamodule, run_dir, int(cfg.seed)))
+        posterior_metrics, draws = score_posterior(tested_model, datamodule, run_dir, int(cfg.seed))
+        metrics.update(posterior_metrics)
     rundir.record(cfg, run_dir, metrics, tested_path, fit.seconds)
     log_results(fit, cfg, metrics, model.metric)
     if cfg.get("figures", True):
         say("drawing figures")
-        log_figures(fit, draw_figures(tested_model, datamodule, run_dir, int(cfg.seed)))
+        if draws is not None:  # the posterior's corner figure at each observation
+            figures = draw_corners(tested_model, datamodule, draws, run_dir)
+        else:
+            figures = draw_figures(tested_model, datamodule, run_dir, int(cfg.seed))
+        log_figures(fit, figures)
     for logger in fit.loggers:
         logger.save()
     rundir.write_hparams(run_dir, rundir.hparams_of(cfg))
@@ -112,7 +118,7 @@ def score(model, datamodule, fit: Fit, metric: str) -> dict[str, float]:
     return metrics
 
 
-def score_posterior(model, datamodule, run_dir: Path, seed: int) -> dict[str, float]:
+def score_posterior(model, datamodule, run_dir: Path, seed: int) -> tuple[dict[str, float], dict]:
     """The posterior's scores at each observation (``eval.posterior``), written before the
     run's record: posterior.csv (one row per observation) and posterior_samples.pt (the draws,
     {observation: (n, D) tensor}, so that tables rebuild without retraining)."""
@@ -132,7 +138,28 @@ def score_posterior(model, datamodule, run_dir: Path, seed: int) -> dict[str, fl
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(run_dir / "posterior.csv", table.getvalue())
-    return posterior.summary(rows)
+    return posterior.summary(rows), draws
+
+
+def draw_corners(model, datamodule, draws: dict, run_dir: Path) -> dict:
+    """corner_<k>.png for each observation k: the reference against the model's draws."""
+    from mdnlab.eval import figures
+    from mdnlab.eval.figures.corner import corner_figure
+    from mdnlab.eval.posterior import posterior_at
+
+    task = datamodule.task
+    drawn = {
+        f"corner_{k}": corner_figure(
+            posterior_at(model, task, task.observation(k)),
+            task.reference_samples(k),
+            samples,
+            datamodule.target_names,
+            task.true_parameters(k)[0],
+            f"{task.task}, observation {k}: reference (grey) and the MDN (orange)",
+        )
+        for k, samples in draws.items()
+    }
+    return figures.render_all(drawn, run_dir / "figures")
 
 
 def log_results(fit: Fit, cfg: DictConfig, metrics: dict[str, float], metric: str) -> None:
