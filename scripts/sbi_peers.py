@@ -66,6 +66,7 @@ def run(task: str, budget: int, peer: str, seed: int, out: Path, n_samples: int,
     if (folder / "record.json").is_file():
         print(f"   already finished: {folder}", flush=True)
         return folder
+    from sbi.utils.tracking import TensorBoardTracker
     from torch.utils.tensorboard import SummaryWriter
 
     problem = SBIBMTask(task)
@@ -76,7 +77,10 @@ def run(task: str, budget: int, peer: str, seed: int, out: Path, n_samples: int,
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         inference = NPE(
-            prior=problem.prior(), density_estimator=PEERS[peer], show_progress_bars=False, summary_writer=writer
+            prior=problem.prior(),
+            density_estimator=PEERS[peer],
+            show_progress_bars=False,
+            tracker=TensorBoardTracker(writer),
         )
         estimator = inference.append_simulations(theta, x).train()
         fitted = inference.build_posterior(estimator)
