@@ -191,3 +191,29 @@ def test_a_tiny_budget_trains_and_scores_every_observation(tmp_path):
     draws = torch.load(run / "posterior_samples.pt")
     assert sorted(draws) == list(range(1, 11)) and draws[1].shape == (1000, 2)
     assert all(bool(((d > -1) & (d < 1)).all()) for d in draws.values())  # inside the prior's box
+
+
+def test_sbis_calibration_checks_accept_the_mdn_as_a_posterior(two_moons):
+    pytest.importorskip("sbi")
+    from sbi.diagnostics import check_tarp, run_sbc, run_tarp
+
+    from mdnlab.data import SBIBMDataModule
+    from mdnlab.eval.posterior import AmortizedPosterior
+    from mdnlab.models import MixtureDensityNetwork
+
+    data = SBIBMDataModule("two_moons", num_simulations=200, n_test=40)
+    data.setup("fit")
+    model = MixtureDensityNetwork(input_dim=2, target_dim=2, n_gaussians=3, covariance="full")
+    model.set_standardizer(data.standardizer.as_dict())
+    x, inner = data.raw["test"]
+    theta = two_moons.transform()(inner)
+    posterior = AmortizedPosterior(model, two_moons, seed=0)
+    draws = posterior.sample_batched((30,), x=x[:5])
+    assert draws.shape == (30, 5, 2) and bool((draws.abs() < 1).all())
+    assert posterior.log_prob(theta[:4], x[0]).shape == (4,)
+    with torch.random.fork_rng():
+        ranks, _ = run_sbc(theta, x, posterior, num_posterior_samples=50, show_progress_bar=False)
+        ecp, alpha = run_tarp(theta, x, posterior, num_posterior_samples=50, show_progress_bar=False)
+    assert ranks.shape == (40, 2) and bool(((ranks >= 0) & (ranks <= 50)).all())
+    atc, _ = check_tarp(ecp, alpha)
+    assert math.isfinite(float(atc))

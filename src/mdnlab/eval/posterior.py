@@ -117,6 +117,37 @@ def posterior_at(model: Any, task: Any, x_o: Tensor) -> MixturePosterior:
     return MixturePosterior(predict(model, x_o).columns(), task.transform(), support)
 
 
+class AmortizedPosterior:
+    """The fitted model as the posterior that sbi's diagnostics take (``sbi.diagnostics.run_sbc``,
+    ``run_tarp``): ``sample``, ``sample_batched`` and ``log_prob`` given x, in θ's own units, from
+    one seeded generator. Duck-typed to sbi's ``NeuralPosterior`` so that sbi need not be imported
+    here."""
+
+    def __init__(self, model: Any, task: Any, seed: int = 0) -> None:
+        self.model, self.task = model, task
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def _at(self, x: Tensor) -> list[MixturePosterior]:
+        rows = x.unsqueeze(0) if x.dim() == 1 else x  # one x, or one per row
+        return [posterior_at(self.model, self.task, row.unsqueeze(0)) for row in rows]
+
+    def sample_batched(self, sample_shape: Any, x: Tensor, **_: Any) -> Tensor:
+        """(n, len(x), D): n draws at each row of x."""
+        n = int(torch.Size(sample_shape).numel())
+        draws = [posterior.sample(n, self.generator)[0] for posterior in self._at(x)]
+        return torch.stack(draws, 1).float()
+
+    def sample(self, sample_shape: Any, x: Tensor, **_: Any) -> Tensor:
+        return self.sample_batched(sample_shape, x.reshape(1, -1))[:, 0]
+
+    def log_prob(self, theta: Tensor, x: Tensor, **_: Any) -> Tensor:
+        """log q(θ_i | x) for θ (n, D) at one x, or at each row of x (n rows)."""
+        posteriors = self._at(x)
+        if len(posteriors) == 1:
+            return posteriors[0].log_prob(theta.double()).float()
+        return torch.cat([p.log_prob(t.double().unsqueeze(0)) for p, t in zip(posteriors, theta)]).float()
+
+
 def mmd(reference: Tensor, samples: Tensor) -> float:
     """sbibm's MMD² (``sbibm.metrics.mmd``, z_score=False as published)."""
     from sbibm.metrics.mmd import mmd as sbibm_mmd
