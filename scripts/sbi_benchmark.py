@@ -216,7 +216,12 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for the MDN's runs")
     args = parser.parse_args()
     try:
-        tasks = [check_task(t) for t in args.tasks]
+        for task in args.tasks:
+            try:
+                check_task(task)
+            except ConfigError as error:  # the same allowed values, named by this script's option
+                raise ConfigError("--tasks", task, str(error).split(" is not allowed: ", 1)[1]) from None
+        tasks = list(args.tasks)
         for budget in args.budgets:
             if budget < MIN_SIMULATIONS:
                 raise ConfigError("--budgets", budget, f"numbers of simulations ≥ {MIN_SIMULATIONS}")

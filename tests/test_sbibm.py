@@ -217,3 +217,42 @@ def test_sbis_calibration_checks_accept_the_mdn_as_a_posterior(two_moons):
     assert ranks.shape == (40, 2) and bool(((ranks >= 0) & (ranks <= 50)).all())
     atc, _ = check_tarp(ecp, alpha)
     assert math.isfinite(float(atc))
+
+
+def test_without_the_extra_a_run_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from mdnlab.data import SBIBMDataModule
+    from mdnlab.problems import sbibm_task
+
+    monkeypatch.setitem(sys.modules, "sbibm", None)  # import sbibm fails, as without the sbi extra
+    sbibm_task._task.cache_clear()
+    data = SBIBMDataModule("slcp")
+    with pytest.raises(ConfigError) as raised:
+        data.check()
+    assert raised.value.key == "data" and "EXTRAS=dev,sbi" in str(raised.value)
+    sbibm_task._task.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "arguments, line",
+    [
+        (["--tasks", "lotka_volterra"], "--tasks='lotka_volterra' is not allowed: one of two_moons"),
+        (["--budgets", "99"], "--budgets=99 is not allowed"),
+    ],
+)
+def test_make_sbi_refuses_bad_options_in_one_line_and_writes_nothing(tmp_path, monkeypatch, arguments, line):
+    import sys
+
+    from conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import sbi_benchmark
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["sbi_benchmark.py", *arguments, "--out", str(out)])
+    with pytest.raises(SystemExit) as exited:
+        sbi_benchmark.main()
+    message = str(exited.value.code)
+    assert message.startswith("error: ") and line in message and "\n" not in message  # exits 1 with this line
+    assert not out.exists()
