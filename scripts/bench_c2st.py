@@ -9,9 +9,8 @@ speed: P pairs of Gaussians (reference N(0, I), samples shifted by 0.1·k/√D);
 in one stack, sbibm's the first --sbibm-pairs of them one by one; the ratio is sbibm's seconds a
 pair × P over ours.
 agree: pairs of (reference samples, a method's posterior draws) from make sbi's runs under
---runs (posterior_samples.pt), one per task × budget × observation in turn until --max pairs,
-plus, per task, the reference against a fresh exact draw where sbibm has one (near 0.5); both
-tests on each, the differences, and each one's time.
+--runs (posterior_samples.pt; <task>/<budget>/<method>/...), taking the tasks in turn until --max
+pairs; both tests on each, the differences, and each one's time.
 """
 
 from __future__ import annotations
@@ -85,15 +84,6 @@ def agree(args: argparse.Namespace) -> None:
 
     rows = []
     pairs = run_pairs(args.runs, args.max)
-    exact_tasks = [
-        t for t in sorted({p[0] for p in pairs}) if t in ("gaussian_linear", "two_moons", "gaussian_mixture")
-    ]
-    for task in exact_tasks:  # near 0.5: two exact samples of the same posterior
-        problem = SBIBMTask(task)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            fresh = problem.sbibm._sample_reference_posterior(num_samples=10_000, num_observation=1)
-        pairs.append((task, 0, 1, "exact draw", fresh.float()))
     for task, budget, k, method, draws in pairs:
         reference = SBIBMTask(task).reference_samples(k)[: len(draws)]
         start = time.perf_counter()

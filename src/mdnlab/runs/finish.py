@@ -155,7 +155,7 @@ def draw_corners(model, datamodule, draws: dict, run_dir: Path) -> dict:
             samples,
             datamodule.target_names,
             task.true_parameters(k)[0],
-            f"{task.task}, observation {k}: reference (grey) and the MDN (orange)",
+            f"{task.task}, observation {k}\nreference (grey), MDN (orange)",
         )
         for k, samples in draws.items()
     }

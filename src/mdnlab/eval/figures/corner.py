@@ -35,12 +35,12 @@ def corner_figure(
                 ax.set_axis_off()
                 continue
             if i == j:
-                ax.hist(reference[:, i].numpy(), bins=50, density=True, color="0.6", label="reference")
+                ax.hist(reference[:, i].numpy(), bins=80, density=True, color="0.6", label="reference")
                 if exact:
                     density = posterior.marginal_log_prob([i], grids[i][:, None]).exp()
                     ax.plot(grids[i].numpy(), density.numpy(), color="tab:orange", label="MDN (exact)")
                 else:
-                    ax.hist(draws[:, i].numpy(), bins=50, density=True, histtype="step", color="tab:orange")
+                    ax.hist(draws[:, i].numpy(), bins=80, density=True, histtype="step", color="tab:orange")
                 ax.axvline(float(truth[i]), color="k", lw=0.8)
                 ax.set_yticks([])
             else:
@@ -60,5 +60,5 @@ def corner_figure(
             if j == 0 and i > 0:
                 ax.set_ylabel(names[i])
     axes[0][0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=9)
     return fig
