@@ -13,6 +13,14 @@ from mdnlab.config import compose
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Python's own byte-code cache, for this process, the xdist workers started after this file is
+# read, and every mdn-train, script and kernel the tests start. With PYTHONDONTWRITEBYTECODE set
+# (some machines set it for every shell) no .pyc is ever written, so each of the ~150 Python
+# processes a run starts compiled Lightning's, SciPy's and torchmetrics' ~2000 modules from
+# source again: 7 of the 14 s an `import torch, lightning` took here. The first run writes them.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    sys.dont_write_bytecode = False
+
 # Small enough to run in seconds, big enough to learn something.
 FAST = [
     "trainer.max_epochs=3",
@@ -81,6 +89,17 @@ def run_record(log_dir: Path, task: str = "train") -> dict:
 @pytest.fixture
 def fast():
     return list(FAST)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Each test's own torch work on one thread, as mdn-train's runs are (torch_threads=1): the
+    xdist workers already keep every core busy, and torch's default of one thread a core (or the
+    every-core threads an in-process stack leaves set behind it) made two workers' threads wait
+    on each other: a 2.6 s test took 26 s of CPU beside another worker."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # The modules whose runs take longest here (tens of seconds each) start first: with `-n auto`,

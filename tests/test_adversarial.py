@@ -86,7 +86,7 @@ def test_a_stacked_run_matches_the_same_run_alone(tmp_path, monkeypatch, capsys)
     Lightning run's setup does (with a range of 1 instead, the two would differ)."""
     common = [*FAST, "figures=false", "model.adversarial=0.2", "model.n_members=2"]
     sweep = tmp_path / "sweep"
-    args = ["-m", *common, "hydra/launcher=stacked", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *common, "hydra/launcher=stacked", "hydra.launcher.threads=1", "seed=0,1", f"hydra.sweep.dir={sweep}"]
     assert run_main("mdn-train", args, tmp_path, monkeypatch, capsys)[0] == 0
     stacked = json.loads(next(sweep.glob("0_*/metrics.json")).read_text())["metrics"]
     alone = tmp_path / "alone"

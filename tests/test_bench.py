@@ -33,6 +33,8 @@ def test_bench_runs_and_both_paths_agree(tmp_path):
             "--batch-sizes",
             "2",
             "--no-compile",
+            "--stacked-threads",  # the other xdist worker has the other core: two threads a step
+            "1",  # waited on each other (56 ms a step instead of 2 ms)
             "--sweep-seeds",
             "1",
             "--launchers",
@@ -42,6 +44,7 @@ def test_bench_runs_and_both_paths_agree(tmp_path):
             "data.passes_per_epoch=30",
             "data.n_test=200",
             "hydra.launcher.compile=false",
+            "hydra.launcher.threads=1",
         ],
         cwd=REPO,
         check=True,

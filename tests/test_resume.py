@@ -101,6 +101,7 @@ def _stack(tmp_path, name, monkeypatch, capsys):
         *RUN,
         "hydra/launcher=stacked",
         "hydra.launcher.compile=false",
+        "hydra.launcher.threads=1",  # the other xdist worker has the other core
         "seed=0,1,2",
         f"hydra.sweep.dir={tmp_path / name}",
     ]

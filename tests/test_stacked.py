@@ -120,6 +120,7 @@ STACK = [
     "data.n_test=300",
     "figures=false",
     "hydra/launcher=stacked",
+    "hydra.launcher.threads=1",  # the other xdist worker has the other core
     "data.train_fraction=0.8",
     "data.val_fraction=0.1",
     "test_checkpoint=best",
@@ -151,7 +152,7 @@ def test_the_stacked_launcher_leaves_what_the_basic_one_does(tmp_path, monkeypat
         status, _ = run_main(
             "mdn-train",
             [
-                *STACK[:-4],
+                *STACK[:-5],
                 "data.train_fraction=0.8",
                 "data.val_fraction=0.1",
                 "test_checkpoint=best",
@@ -201,6 +202,7 @@ def test_reused_sweep_configs_equal_hydras_own_composition(tmp_path, monkeypatch
     args = [
         "-m",
         *STACK,
+        "hydra.launcher.compile=false",  # configs, not steps, are checked here: compiled stacks are the test above's
         "trainer.max_epochs=1",
         "seed=0,1",
         "model.optimizer.lr=1e-3,3e-3",

@@ -108,6 +108,7 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
         "trainer.max_epochs=2",
         "data.passes_per_epoch=10",
         "hydra.launcher.compile=false",
+        "hydra.launcher.threads=1",  # the other xdist worker has the other core
     ]
     first = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "epoch 2/2" in first.stdout  # the stacks' progress comes through
@@ -135,7 +136,7 @@ def test_make_uci_writes_rows_and_a_table_and_a_rerun_trains_nothing(tmp_path):
     again = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
     assert "already finished" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("toy/**/metrics.json")} == stamps
-    subprocess.run([*command[:-3], "--report-only"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    subprocess.run([*command[:-4], "--report-only"], cwd=REPO, check=True, capture_output=True, timeout=300)
     rebuilt = (out / "results.md").read_text()
     assert rebuilt.split("\n\n(--report-only")[0] == report.split("\n\nwall time")[0]
 
@@ -223,6 +224,7 @@ def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_re
             str(recipes),
             "trainer.max_epochs=2",
             "data.passes_per_epoch=10",
+            "hydra.launcher.threads=1",  # the other xdist worker has the other core
         ],
         cwd=REPO,
         check=True,
