@@ -14,16 +14,6 @@ from mdnlab.errors import ConfigError
 from mdnlab.eval.c2st import c2st
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The classifiers are small: one thread, as mdn-train runs them (torch_threads=1), and no
-    oversubscription beside the other test worker."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bayes_accuracy(shift: float) -> float:
     """The best classifier's accuracy between N(0, 1) and N(shift, 1): Φ(shift / 2)."""
     return 0.5 * (1 + math.erf(shift / 2 / math.sqrt(2)))
