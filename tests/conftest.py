@@ -100,6 +100,7 @@ def one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+    torch.set_flush_denormal(False)  # torch's default, whatever a stack in this worker set before
 
 
 # The modules whose runs take longest here (tens of seconds each) start first: with `-n auto`,

@@ -330,7 +330,7 @@ def test_robot_arm_defaults_are_config_keys(tmp_path):
 def test_robot_arm_mdn_beats_least_squares_on_end_effector_error(tmp_path):
     short = [
         "data.passes_per_epoch=500",
-        "trainer.max_epochs=8",
+        "trainer.max_epochs=4",  # the MDN's error is 0.07x least squares' here, at 8 epochs 0.066x
         "callbacks.early_stopping=null",
         "callbacks.rich_progress_bar=null",
         "trainer.enable_progress_bar=false",

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, FAST, REPO, compose_train, run_cli
+from conftest import BIN, FAST, REPO, compose_train, run_cli, run_main
 
 from mdnlab.errors import ConfigError
 from mdnlab.training.single import train
@@ -75,10 +75,10 @@ def sweep_until_killed(sweep: Path, env: dict) -> None:
 
 
 @pytest.mark.slow
-def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp_path):
+def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp_path, monkeypatch, capsys):
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path), "PYTHONWARNINGS": "ignore"}
-    reference = tmp_path / "reference"
-    run_cli(["mdn-train", *SWEEP, f"hydra.sweep.dir={reference}"], tmp_path)
+    reference = tmp_path / "reference"  # uninterrupted, in this process (the same bits as the command's)
+    assert run_main("mdn-train", [*SWEEP, f"hydra.sweep.dir={reference}"], tmp_path, monkeypatch, capsys)[0] == 0
     killed = tmp_path / "killed"
     sweep_until_killed(killed, env)
     finished_before = {
@@ -87,7 +87,8 @@ def test_killed_sweep_rerun_finishes_with_identical_results_and_no_job_twice(tmp
         if (job / "metrics.json").is_file()
     }
     assert 0 < len(finished_before) < 3
-    run_cli(["mdn-train", *SWEEP, f"hydra.sweep.dir={killed}"], tmp_path)  # the same command again
+    # the same command again, in this process: it has only what the killed process left on disk
+    assert run_main("mdn-train", [*SWEEP, f"hydra.sweep.dir={killed}"], tmp_path, monkeypatch, capsys)[0] == 0
     jobs, expected = jobs_of(killed), jobs_of(reference)
     assert sorted(jobs) == sorted(expected)  # no job lost, no duplicate directory
     for name, job in jobs.items():

@@ -149,16 +149,24 @@ def test_a_finished_run_moved_elsewhere_is_not_rescored(tmp_path, monkeypatch, c
 
 # ---- data loss ------------------------------------------------------------------------------------
 
+# One interpreter pays the imports; each round forks a child that saves the checkpoint once,
+# says so with its pid, and saves it again and again until it is killed.
 SAVE_LOOP = """
-import sys, torch
+import os, sys, torch
 from mdnlab.checkpoint import SafeCheckpointIO
+torch.set_num_threads(1)  # no thread pool for the children to inherit
 io = SafeCheckpointIO()
 state = {"mdnlab": {"model_class": "mdnlab.models.MixtureDensityNetwork"},
          "state_dict": {"w": torch.randn(2_000_000)}, "hyper_parameters": {}}
-io.save_checkpoint(state, sys.argv[1])
-print("ready", flush=True)
-while True:
-    io.save_checkpoint(state, sys.argv[1])
+while sys.stdin.readline():
+    child = os.fork()
+    if child == 0:
+        io.save_checkpoint(state, sys.argv[1])
+        print(os.getpid(), "ready", flush=True)
+        while True:
+            io.save_checkpoint(state, sys.argv[1])
+    os.waitpid(child, 0)
+    print("gone", flush=True)
 """
 
 
@@ -169,18 +177,29 @@ def test_a_kill_while_saving_leaves_a_loadable_checkpoint_and_nothing_in_tmp(tmp
     target, staging = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "tmpdir"
     staging.mkdir()
     env = {**os.environ, "TMPDIR": str(staging)}
-    for delay in (0.05, 0.13, 0.31):
-        process = subprocess.Popen(
-            [sys.executable, "-c", SAVE_LOOP, str(target)], env=env, stdout=subprocess.PIPE, text=True
-        )
-        assert process.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        process.kill()
-        process.wait()
-        assert read(target)["state_dict"]["w"].numel() == 2_000_000
-        assert not list(staging.iterdir())
-        remove_temporaries(target.parent)
-        assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SAVE_LOOP, str(target)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for delay in (0.05, 0.13, 0.31):
+            saver.stdin.write("save\n")
+            saver.stdin.flush()
+            pid, ready = saver.stdout.readline().split()
+            assert ready == "ready"
+            time.sleep(delay)
+            os.kill(int(pid), signal.SIGKILL)  # a process killed while it saves
+            assert saver.stdout.readline().strip() == "gone"
+            assert read(target)["state_dict"]["w"].numel() == 2_000_000
+            assert not list(staging.iterdir())
+            remove_temporaries(target.parent)
+            assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+    finally:
+        saver.stdin.close()
+        saver.wait(timeout=60)
 
 
 def test_a_full_disk_while_drawing_keeps_the_metrics_and_says_so(tmp_path, monkeypatch, capsys):
@@ -296,7 +315,7 @@ def test_checkpoints_that_do_not_fit_are_refused_before_anything_is_written(tmp_
 
 
 @pytest.mark.slow
-def test_a_read_only_log_folder_and_a_failed_sweep_job_are_one_line(tmp_path):
+def test_a_read_only_log_folder_and_a_failed_sweep_job_are_one_line(tmp_path, monkeypatch, capsys):
     if os.geteuid() == 0:
         blocked = tmp_path / "not_a_folder"
         blocked.write_text("a file where the log folder should be")
@@ -307,9 +326,9 @@ def test_a_read_only_log_folder_and_a_failed_sweep_job_are_one_line(tmp_path):
     assert out.returncode == 2 and "MDNLAB_LOG_DIR" in one_error_line(out.stderr)
     out = run_cli(["mdn-train", *QUICK, "paths.log_dir=/proc/no_such_folder"], tmp_path, check=False)
     assert out.returncode == 2 and "paths.log_dir" in one_error_line(out.stderr)
-    out = run_cli(["mdn-train", "-m", "model.n_gaussians=0,2", *QUICK], tmp_path, check=False)
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
-    assert out.returncode != 0 and "Traceback" not in out.stderr  # Hydra frames the line, no more
+    status, err = run_main("mdn-train", ["-m", "model.n_gaussians=0,2", *QUICK], tmp_path, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status != 0 and "Traceback" not in err  # Hydra frames the line, no more
     assert len(errors) == 1 and "model.n_gaussians=0" in errors[0]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, VALIDATED, compose_train, run_cli, run_record
+from conftest import FAST, VALIDATED, compose_train, run_cli, run_main, run_record
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mdnlab.eval.figures import FIGURES
@@ -84,13 +84,14 @@ def test_tensorboard_has_scalars_images_and_hparams(finished_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["npz", "csv"])
-def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt):
+def test_mdn_sample_writes_samples_and_summaries(finished_run, tmp_path, fmt, monkeypatch, capsys):
     run, _ = finished_run
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
-    run_cli(
-        ["mdn-sample", f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300", f"format={fmt}", "grid_points=400"],
-        tmp_path,
-    )
+    args = [f"ckpt_path={ckpt}", "inputs=[-5,0,5]", "n_samples=300", f"format={fmt}", "grid_points=400"]
+    if fmt == "npz":  # the command itself
+        run_cli(["mdn-sample", *args], tmp_path)
+    else:  # its main in this process: the same files without another start-up
+        assert run_main("mdn-sample", args, tmp_path, monkeypatch, capsys)[0] == 0
     directory = Path(run_record(tmp_path, "sample")["run_dir"])
     if fmt == "npz":
         data = np.load(directory / "samples.npz")

@@ -111,15 +111,16 @@ def _run_dir(log_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
-    """The metrics of SLOW_RUN trained without a kill (shared by both resume forms)."""
+    """The metrics of SLOW_RUN trained without a kill (shared by both resume forms), in this
+    process: the same metrics, bit for bit, as mdn-train's, without another start-up."""
     log_dir = tmp_path_factory.mktemp("ref")
-    run_cli(["mdn-train", *SLOW_RUN], log_dir)
-    return _metrics(_run_dir(log_dir))
+    train(compose_train(log_dir, SLOW_RUN))
+    return _metrics(log_dir / "run")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["resume", "ckpt_path"])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form, uninterrupted):
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form, uninterrupted, monkeypatch, capsys):
     env = {**os.environ, "MDNLAB_LOG_DIR": str(tmp_path / "crash"), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
         [str(BIN / "mdn-train"), *SLOW_RUN], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -145,18 +146,20 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, form, uninte
     assert not (crashed / "metrics.json").exists()  # it really died mid-training
     target = f"resume={crashed}" if form == "resume" else f"ckpt_path={crashed}/checkpoints/last.ckpt"
     args = [target] if form == "resume" else [*SLOW_RUN, target]
-    run_cli(["mdn-train", *args], tmp_path / "crash")
+    # the rerun in this process: it has only what the killed process left on disk
+    status, err = run_main("mdn-train", args, tmp_path / "crash", monkeypatch, capsys)
+    assert status == 0, err
     resumed = _run_dir(tmp_path / "crash")
     assert resumed == crashed  # continued in its own directory
     assert _metrics(resumed) == uninterrupted
 
 
 @pytest.mark.slow
-def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     scheduler = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:2,gamma:1000000.0}"
-    out = run_cli(
+    status, err = run_main(
+        "mdn-train",
         [
-            "mdn-train",
             scheduler,
             "trainer.max_epochs=20",
             "data.passes_per_epoch=20",
@@ -165,12 +168,13 @@ def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
             "trainer.enable_progress_bar=false",
         ],
         tmp_path,
-        check=False,
+        monkeypatch,
+        capsys,
     )
-    assert out.returncode == 1
-    line = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert status == 1
+    line = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert line and "non-finite" in line[0] and "epoch" in line[0] and "global step" in line[0]
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in err
     import torch
 
     run = next((tmp_path / "train" / "runs").iterdir())
@@ -189,15 +193,17 @@ def test_same_seed_identical_metrics_json_different_seed_differs(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_sweep_job_leaves_the_others_intact(tmp_path):
-    out = run_cli(["mdn-train", "-m", "model.n_gaussians=2,0,3", *FAST, "figures=false"], tmp_path, check=False)
+def test_a_failing_sweep_job_leaves_the_others_intact(tmp_path, monkeypatch, capsys):
+    status, _ = run_main(
+        "mdn-train", ["-m", "model.n_gaussians=2,0,3", *FAST, "figures=false"], tmp_path, monkeypatch, capsys
+    )
     sweep = next((tmp_path / "train" / "multiruns").iterdir())
     jobs = {p.name.split("_")[0]: p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()}
     assert (jobs["0"] / "metrics.json").is_file()
     assert "model.n_gaussians=0" in (jobs["1"] / "error.txt").read_text()
     assert (jobs["2"] / "metrics.json").is_file()
     assert (sweep / "multirun.yaml").is_file()
-    assert out.returncode != 0
+    assert status != 0
 
 
 def test_an_allocation_that_fails_is_one_line_naming_the_sizes(tmp_path, capsys):

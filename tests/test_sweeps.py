@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import FAST, VALIDATED, run_cli
+from conftest import FAST, VALIDATED, run_cli, run_main
 
 QUICK = [*FAST, "figures=false"]
 
@@ -24,14 +24,16 @@ def job_dirs(sweep):
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-def test_cpu_gpu_axis_finishes_cpu_jobs_and_reports_gpu_jobs_failed(tmp_path):
-    out = run_cli(["mdn-train", "-m", "trainer=cpu,gpu", *QUICK], tmp_path, check=False)
-    assert out.returncode != 0  # the sweep says it had a failure
+def test_cpu_gpu_axis_finishes_cpu_jobs_and_reports_gpu_jobs_failed(tmp_path, monkeypatch, capsys):
+    from mdnlab.cli import report
+
+    status, _ = run_main("mdn-train", ["-m", "trainer=cpu,gpu", *QUICK], tmp_path, monkeypatch, capsys)
+    assert status != 0  # the sweep says it had a failure
     sweep = sweep_dir(tmp_path)
     cpu, gpu = job_dirs(sweep)
     assert (cpu / "metrics.json").is_file()
     assert "trainer.accelerator='gpu'" in (gpu / "error.txt").read_text()
-    run_cli(["mdn-report", str(sweep)], tmp_path)
+    report.main([str(sweep)])  # mdn-report, in this process (its command is tests/test_finish_sweeps.py's)
     with open(sweep / "report.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["status"] for r in rows] == ["completed", "failed"]
@@ -41,6 +43,8 @@ def test_cpu_gpu_axis_finishes_cpu_jobs_and_reports_gpu_jobs_failed(tmp_path):
 
 @pytest.mark.slow
 def test_report_plots_nll_against_n_gaussians_per_hidden_size(tmp_path):
+    from mdnlab.cli import report
+
     run_cli(
         ["mdn-train", "-m", "hydra/launcher=parallel", "model.n_gaussians=1,3", "model.hidden_size=5,10", *QUICK],
         tmp_path,
@@ -48,7 +52,7 @@ def test_report_plots_nll_against_n_gaussians_per_hidden_size(tmp_path):
     sweep = sweep_dir(tmp_path)
     jobs = job_dirs(sweep)
     assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
-    run_cli(["mdn-report", str(sweep)], tmp_path)
+    report.main([str(sweep)])  # mdn-report, in this process (its command is tests/test_finish_sweeps.py's)
     assert (sweep / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "report.md").read_text().count("| completed |") == 4
 

@@ -50,9 +50,9 @@ def test_short_training_run_writes_the_run_directory(tmp_path, experiment):
 
 
 def test_seed_zero_is_a_seed(tmp_path):
-    a = train(compose_train(tmp_path / "a", ["seed=0", *FAST]))
-    b = train(compose_train(tmp_path / "b", ["seed=0", *FAST]))
-    c = train(compose_train(tmp_path / "c", ["seed=1", *FAST]))
+    a = train(compose_train(tmp_path / "a", ["seed=0", *FAST, "figures=false"]))
+    b = train(compose_train(tmp_path / "b", ["seed=0", *FAST, "figures=false"]))
+    c = train(compose_train(tmp_path / "c", ["seed=1", *FAST, "figures=false"]))
     assert a["test/nll"] == b["test/nll"]
     assert a["test/nll"] != c["test/nll"]
 
@@ -70,8 +70,9 @@ def test_mdn_train_then_mdn_eval_reproduces_the_test_metric(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_multirun_two_jobs(tmp_path):
-    run_cli(["mdn-train", "-m", "model.n_gaussians=1,3", *FAST], tmp_path)
+def test_multirun_two_jobs(tmp_path, monkeypatch, capsys):
+    args = ["-m", "model.n_gaussians=1,3", *FAST, "figures=false"]
+    assert run_main("mdn-train", args, tmp_path, monkeypatch, capsys)[0] == 0
     sweeps = list((tmp_path / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
