@@ -107,7 +107,15 @@ def one_torch_thread():
 # the workers then fill in with the short tests at the end instead of one of them finishing a
 # long run alone while the others idle. Whole modules move, in their own order, so a module's
 # fixtures are still set up once.
-LONGEST_FIRST = ("test_uci.py", "test_bench.py", "test_finish_sweeps.py", "test_notebook.py", "test_packaging.py")
+LONGEST_FIRST = (
+    "test_uci.py",
+    "test_sweeps.py",
+    "test_sbibm.py",
+    "test_bench.py",
+    "test_finish_sweeps.py",
+    "test_notebook.py",
+    "test_packaging.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
