@@ -183,6 +183,13 @@ def main() -> None:
         default=[16, 64, 256],
         help="models S for the batch-preparation rows (none: skip)",
     )
+    parser.add_argument(
+        "--posterior-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="stacked make-sbi recipes S to time (two_moons at 10,000 simulations; default: skip)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="time stacked steps eager only")
     parser.add_argument("--stacked-threads", type=int, default=None, help="threads for stacks (default: all)")
     parser.add_argument("--device", default="cpu", help="device for the stacked step costs (cuda: a GPU)")
@@ -234,10 +241,15 @@ def main() -> None:
         results["batches"] = bench_stacked.batch_costs(
             args.batch_sizes, args.stacked_threads, args.device, not args.no_compile
         )
-    if args.stacked_sizes or args.recipe_sizes:
+    if args.stacked_sizes or args.recipe_sizes or args.posterior_sizes:
         print("stacked step costs:", flush=True)
         results["stacked"] = bench_stacked.step_costs(
-            args.stacked_sizes, not args.no_compile, args.stacked_threads, args.device, args.recipe_sizes
+            args.stacked_sizes,
+            not args.no_compile,
+            args.stacked_threads,
+            args.device,
+            args.recipe_sizes,
+            args.posterior_sizes,
         )
     if args.sweep_seeds:
         print("launchers:", flush=True)

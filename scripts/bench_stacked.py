@@ -58,14 +58,13 @@ def step_cost(
 ) -> dict:
     """µs per step and per model-step of ``size`` stacked models (after a warm-up). Each step
     takes the next batch (with its noise, where the recipe has noise), as the stacked loop does."""
-    import torch
 
     from mdnlab.data import draws
 
     batches, stack, optimizer = _stack_of(
         size, experiment, device, overrides, draws.compiled(device) if compiled else None
     )
-    losses = torch.compile(stack.training_losses) if compiled else stack.training_losses
+    losses = stack.compiled_training_losses() if compiled else stack.training_losses
     served = _endless(batches)
 
     def run(n: int) -> None:
@@ -107,11 +106,23 @@ def _sync(device: str) -> None:
 NO_NOISE = ("data.input_noise=0", "data.target_noise=0")
 
 
+# sbibm's two_moons at 10,000 simulations with make sbi's base recipe: 2 → 2×100 tanh → 10
+# full-covariance Gaussians over θ ∈ R², mini-batches of 256
+POSTERIOR = ("data.task=two_moons", "data.num_simulations=10000")
+
+
 def step_costs(
-    sizes: list[int], compiled: bool, threads: int | None, device: str = "cpu", recipe_sizes: list[int] = ()
+    sizes: list[int],
+    compiled: bool,
+    threads: int | None,
+    device: str = "cpu",
+    recipe_sizes: list[int] = (),
+    posterior_sizes: list[int] = (),
 ) -> list[dict]:
     """The seed recipe (no noise) eager and compiled at ``sizes``; the default recipe
-    (experiment=mdn_inverted) compiled, with its noise and without, at ``recipe_sizes``."""
+    (experiment=mdn_inverted) compiled, with its noise and without, at ``recipe_sizes``; the
+    posterior recipe (experiment=sbi, two targets, full covariance) eager and compiled at
+    ``posterior_sizes``."""
     from mdnlab.training.stacks import use_threads
 
     use_threads(threads)
@@ -120,6 +131,9 @@ def step_costs(
         (size, mode, "seed_mdn_inverted", ()) for mode in ([False, True] if compiled else [False]) for size in sizes
     ]
     runs += [(size, compiled, "mdn_inverted", noise) for size in recipe_sizes for noise in (NO_NOISE, ())]
+    runs += [
+        (size, mode, "sbi", POSTERIOR) for mode in ([False, True] if compiled else [False]) for size in posterior_sizes
+    ]
     for size, mode, experiment, overrides in runs:
         steps = max(30, min(1000, 20000 // size)) if device == "cpu" else 300
         rows.append(step_cost(size, steps, mode, experiment, device, overrides))
@@ -271,8 +285,9 @@ def report(rows: list[dict], single_us: float | None, walls: dict | None, batche
         ]
         for r in rows:
             speedup = f"{single_us / r['us_per_model_step']:.1f}×" if single_us else "-"
-            recipe = {"seed_mdn_inverted": "seed"}.get(r["experiment"], "default")
-            recipe += ", no noise" if r["overrides"] else ", noise" if recipe == "default" else ""
+            recipe = {"seed_mdn_inverted": "seed", "sbi": "sbi two_moons 10k"}.get(r["experiment"], "default")
+            if recipe == "default":
+                recipe += ", no noise" if r["overrides"] else ", noise"
             lines.append(
                 f"| {recipe} | {r['models']} | {'compiled' if r['compiled'] else 'eager'} | "
                 f"{r['us_per_step']:.0f} | {r['us_per_model_step']:.1f} | {speedup} | {r['warm_up_s']:.1f} |"

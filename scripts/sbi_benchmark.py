@@ -49,8 +49,9 @@ def recipe(task: str, budget: int) -> str:
     return f"sbi/{name}" if (RECIPES / f"{name}.yaml").is_file() else "sbi"
 
 
-def run_mdn(task: str, budget: int, seeds: int, out: Path, extra: list[str]) -> float:
-    """The MDN's seeds on one task and budget: one multirun (each seed its own run directory)."""
+def run_mdn(task: str, budget: int, seeds: int, out: Path, extra: list[str], launcher: str = "stacked") -> float:
+    """The MDN's seeds on one task and budget: one multirun (each seed its own run directory),
+    its seeds trained as one stack by default (``launcher``: stacked or basic, Lightning's loop)."""
     experiment = recipe(task, budget)
     overrides = [
         f"experiment={experiment}",
@@ -62,7 +63,7 @@ def run_mdn(task: str, budget: int, seeds: int, out: Path, extra: list[str]) -> 
         *extra,
     ]
     sweep = out / task / str(budget) / "mdn"
-    return benchmark.run_multirun(sweep, overrides, f"{task} × {budget} ({experiment}), MDN", launcher="basic")
+    return benchmark.run_multirun(sweep, overrides, f"{task} × {budget} ({experiment}), MDN", launcher=launcher)
 
 
 def posterior_rows(folder: Path) -> list[dict]:
@@ -209,6 +210,12 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="*", type=int, default=list(BUDGETS), help="numbers of simulations")
     parser.add_argument("--peers", nargs="*", default=[], choices=PEERS, help="sbi's NPE run here: sbi_mdn sbi_nsf")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per method (each its own simulations)")
+    parser.add_argument(
+        "--launcher",
+        default="stacked",
+        choices=("stacked", "basic"),
+        help="the MDN's seeds as one stack, or Lightning's loop",
+    )
     parser.add_argument("--mmd", action="store_true", help="also sbibm's MMD (O(n²): ~7 s an observation)")
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "sbi" / "latest")
     parser.add_argument("--report-only", action="store_true", help="train nothing: the tables from what --out holds")
@@ -238,7 +245,7 @@ def main() -> None:
     start, mmd = time.perf_counter(), [] if args.mmd else ["data.mmd=false"]
     for task in [] if args.report_only else tasks:
         for budget in args.budgets:
-            run_mdn(task, budget, args.seeds, args.out, [*mmd, *args.overrides])
+            run_mdn(task, budget, args.seeds, args.out, [*mmd, *args.overrides], args.launcher)
             for peer in args.peers:
                 for seed in range(args.seeds):
                     print(f"== {task} × {budget}, {peer} seed {seed}", flush=True)

@@ -1,6 +1,6 @@
-"""Many one-target MDNs of one architecture as one network: S models (each a single MDN or a
-deep ensemble of M members) trained together, parameters with a leading axis of B = S·M
-member networks, and the Adam update they share.
+"""Many MDNs of one architecture as one network: S models (each a single MDN or a deep
+ensemble of M members, with one target or D, diagonal or full covariance) trained together,
+parameters with a leading axis of B = S·M member networks, and the Adam update they share.
 
 Each model keeps its own weights, data, learning rate and weight decay: the models' losses are
 summed, so each one's gradient is exactly its own, and Adam's update is per element, so the
@@ -13,12 +13,13 @@ vmap, and 1.3 ms for one model trained alone.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import Tensor, nn
 
 from mdnlab.mixtures.mixture import LOG_SQRT_2PI
+from mdnlab.models.layers import MemberLinear
 from mdnlab.models.mdn import MixtureDensityNetwork
 
 STACKABLE_OPTIMIZERS = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # name → decoupled decay
@@ -26,13 +27,19 @@ SHARED_OPTIMIZER_KEYS = ("betas", "eps")  # lr and weight_decay may differ betwe
 
 
 class StackedMDN(nn.Module):
-    """S one-target ``MixtureDensityNetwork`` s with equal settings, as B = S·M networks.
+    """S ``MixtureDensityNetwork`` s with equal settings, as B = S·M networks.
 
     Layers are stacked like ``nn.Linear`` (weight (B, out, in), bias (B, out, 1)) and the data
-    run component-major, inputs (S, input_dim, N) and targets (S, 1, N), so every layer is one
+    run component-major, inputs (S, input_dim, N) and targets (S, D, N), so every layer is one
     ``baddbmm`` into contiguous (B, width, N) activations (the gradients too; a transposed
-    layout made the backward of tanh alone 2× slower). The losses are ``mixture.nll_component_major``'s,
-    per model:
+    layout made the backward of tanh alone 2× slower). The head's rows are the single model's
+    (logits K, μ K·D, σ K·D, then K·D(D−1)/2 Cholesky entries below the diagonal), and each
+    component's log density is ``mvmixture``'s, in this layout:
+
+        log N(t; μ_k, L_k L_kᵀ) = −½ ‖z_k‖² − Σ_d log L_k,dd − ½ D log 2π,   L_k z_k = t − μ_k,
+
+    z_k by forward substitution over the D rows (diagonal covariance: z_kd = (t_d − μ_kd)/σ_kd).
+    The losses, per model:
 
         training_losses_s = (1/M) Σ_m −(1/N) Σ_n log p_m(t_sn | x_sn)     (each member's own NLL)
         validation_losses_s = −(1/N) Σ_n log (1/M) Σ_m p_m(t_sn | x_sn)    (the ensemble's NLL)
@@ -46,15 +53,19 @@ class StackedMDN(nn.Module):
     def __init__(self, models: Sequence[MixtureDensityNetwork]) -> None:
         super().__init__()
         first = models[0]
-        if first.target_dim != 1 or any(_architecture(m) != _architecture(first) for m in models):
-            raise ValueError("stacked models need one target and one architecture")
+        if any(_architecture(m) != _architecture(first) for m in models):
+            raise ValueError("stacked models need one architecture")
         self.n_models, self.n_members = len(models), first.n_members
+        self.target_dim, self.full_covariance, self.sizes = first.target_dim, first.full_covariance, first._sizes
         self.n_gaussians, self.min_sigma = first.n_gaussians, first.min_sigma
         self.adversarial = first.adversarial
-        self.register_buffer("input_steps", torch.zeros(self.n_models, first.input_range.numel(), 1), persistent=False)
-        self.sigma_transform = first.hparams.sigma_transform
+        self.input_steps: Tensor
+        self.register_buffer(
+            "input_steps", torch.zeros(self.n_models, cast(Tensor, first.input_range).shape[0], 1), persistent=False
+        )
+        self.sigma_transform = str(first.hparams["sigma_transform"])
         self.activation = type(first.trunk[1])()
-        linears = [first.trunk[i] for i in range(0, len(first.trunk), 2)] + [first.head]
+        linears = _linears(first)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for index in range(len(linears)):
@@ -81,9 +92,9 @@ class StackedMDN(nn.Module):
     def _log_terms(
         self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
     ) -> tuple[Tensor, Tensor]:
-        """(logsumexp_k z_k, logsumexp_k log π-free joint) per member and point, (B, N) each:
-        log p_m(t_n) = second − first − ½ log 2π."""
-        logits, mu, sigma_raw = self.outputs(inputs, models, per_member).split(self.n_gaussians, dim=1)
+        """(logsumexp_k z_k, logsumexp_k (z_k − ½‖z_k‖² − Σ_d log σ_kd)) per member and point,
+        (B, N) each: log p_m(t_n) = second − first − ½ D log 2π."""
+        logits, mu, sigma_raw, *lower = torch.split(self.outputs(inputs, models, per_member), self.sizes, dim=1)
         if self.sigma_transform == "exp" and not self.min_sigma:
             log_sigma = sigma_raw
         else:
@@ -91,9 +102,32 @@ class StackedMDN(nn.Module):
             log_sigma = torch.log(sigma + self.min_sigma)
         if self.n_members > 1:
             targets = targets.repeat_interleave(self.n_members, dim=0)
-        z = (targets - mu) * torch.exp(-log_sigma)
-        joint = logits - 0.5 * z * z - log_sigma
+        if self.target_dim == 1:
+            z = (targets - mu) * torch.exp(-log_sigma)
+            joint = logits - 0.5 * z * z - log_sigma
+        else:
+            shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
+            mu, log_sigma = mu.view(shape), log_sigma.view(shape)
+            z = self._whitened(targets.unsqueeze(1) - mu, torch.exp(-log_sigma), lower[0] if lower else None)
+            joint = logits - 0.5 * (z * z).sum(2) - log_sigma.sum(2)
         return torch.logsumexp(logits, 1), torch.logsumexp(joint, 1)
+
+    def _whitened(self, diff: Tensor, inverse_sigma: Tensor, below: Tensor | None) -> Tensor:
+        """z = L⁻¹ (t − μ), (B, K, D, N), by forward substitution: z_i = (r_i − Σ_{j<i} L_ij z_j) / L_ii,
+        row i's entries L_ij (j < i) at i(i−1)/2 … in ``torch.tril_indices``' order (the single
+        model's). Written out, D rows of (B, K, N) products, because ``solve_triangular`` wants
+        the D × D systems last, and moving the points there and back costs two copies a step."""
+        if below is None:
+            return diff * inverse_sigma
+        below = below.view(diff.shape[0], self.n_gaussians, -1, diff.shape[-1])
+        rows: list[Tensor] = []
+        for i in range(self.target_dim):
+            residual = diff[:, :, i]
+            if i:
+                entries = below[:, :, i * (i - 1) // 2 : i * (i + 1) // 2]  # (B, K, i, N)
+                residual = residual - (entries * torch.stack(rows, 2)).sum(2)
+            rows.append(residual * inverse_sigma[:, :, i])
+        return torch.stack(rows, 2)
 
     def training_losses(self, inputs: Tensor, targets: Tensor, models: Tensor | None = None) -> Tensor:
         """Each model's training loss (S,): its members' NLLs averaged. With ``models``
@@ -113,8 +147,14 @@ class StackedMDN(nn.Module):
         self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
     ) -> Tensor:
         normaliser, joint = self._log_terms(inputs, targets, models, per_member)
-        per_member_nll = (normaliser - joint).mean(-1) + LOG_SQRT_2PI
+        per_member_nll = (normaliser - joint).mean(-1) + self.target_dim * LOG_SQRT_2PI
         return per_member_nll.view(-1, self.n_members).mean(1)
+
+    def compiled_training_losses(self) -> Callable[..., Tensor]:
+        """``training_losses`` through ``torch.compile``. With D targets, compiled for each batch
+        size it meets (an epoch's last batch is smaller): inductor's dynamic-shape kernels for
+        the (B, K, D, N) views of the head failed their own stride checks (torch 2.13)."""
+        return torch.compile(self.training_losses, dynamic=False if self.target_dim > 1 else None)
 
     @torch.no_grad()
     def validation_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -122,7 +162,7 @@ class StackedMDN(nn.Module):
         normaliser, joint = self._log_terms(inputs, targets)
         log_p = (joint - normaliser).view(self.n_models, self.n_members, -1)
         log_p = torch.logsumexp(log_p, 1) - math.log(self.n_members)
-        return -log_p.mean(-1) + LOG_SQRT_2PI
+        return -log_p.mean(-1) + self.target_dim * LOG_SQRT_2PI
 
     @torch.no_grad()
     def export(self, index: int, model: MixtureDensityNetwork) -> MixtureDensityNetwork:
@@ -138,18 +178,19 @@ class StackedMDN(nn.Module):
         return model
 
 
-def _linears(model: MixtureDensityNetwork) -> list[nn.Module]:
-    return [model.trunk[i] for i in range(0, len(model.trunk), 2)] + [model.head]
+def _linears(model: MixtureDensityNetwork) -> list[nn.Linear | MemberLinear]:
+    trunk = [cast(nn.Linear | MemberLinear, model.trunk[i]) for i in range(0, len(model.trunk), 2)]
+    return [*trunk, model.head]
 
 
-def _member_layout(linear: nn.Module, members: int) -> tuple[Tensor, Tensor]:
+def _member_layout(linear: nn.Linear | MemberLinear, members: int) -> tuple[Tensor, Tensor]:
     """One layer's (weight (M, out, in), bias (M, out, 1)) from nn.Linear or MemberLinear."""
     if members == 1:
         return linear.weight.detach().unsqueeze(0), linear.bias.detach().reshape(1, -1, 1)
     return linear.weight.detach().transpose(1, 2), linear.bias.detach().transpose(1, 2)
 
 
-def _architecture(model: MixtureDensityNetwork) -> dict:
+def _architecture(model: MixtureDensityNetwork) -> dict[str, Any]:
     return {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
 
 
@@ -174,8 +215,7 @@ class StackedAdam:
         decoupled: bool = False,
     ) -> None:
         self.params = list(params)
-        per_member = lambda v: v.repeat_interleave(n_members).view(-1, 1, 1)  # noqa: E731
-        self.lr, self.weight_decay = per_member(lr), per_member(weight_decay)
+        self.lr, self.weight_decay = (v.repeat_interleave(n_members).view(-1, 1, 1) for v in (lr, weight_decay))
         self.decay = bool((weight_decay != 0).any())
         self.beta1, self.beta2 = betas
         self.eps, self.decoupled, self.n_members = eps, decoupled, n_members
@@ -195,6 +235,7 @@ class StackedAdam:
         step_size = self.lr / correction1
         for param, (mean, square) in zip(self.params, self.moments):
             grad = param.grad
+            assert grad is not None, "step() after backward()"
             if self.decay and not self.decoupled:
                 grad = grad + self.weight_decay * param
             mean.lerp_(grad, 1 - self.beta1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from mdnlab import checkpoint
 from mdnlab.data import draws
 from mdnlab.data.batches import StackedBatches
 from mdnlab.errors import NonFiniteLossError
+from mdnlab.models.mdn import MixtureDensityNetwork
 from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
 from mdnlab.runs.finish import say
 from mdnlab.training import stack_state
@@ -45,7 +46,7 @@ class StackedFit:
         device: torch.device,
         compile: bool = False,
         state_path: Path | None = None,
-        resume: tuple[dict, list[int]] | None = None,
+        resume: tuple[dict[str, Any], list[int]] | None = None,
         watch: Any = None,
     ) -> None:
         self.jobs, self.device = jobs, device
@@ -62,7 +63,7 @@ class StackedFit:
             return torch.tensor([float(j.cfg.model.optimizer.get(key) or 0.0) for j in jobs], device=device)
 
         self.optimizer = StackedAdam(
-            self.stack.parameters(),
+            list(self.stack.parameters()),
             per_model("lr"),
             per_model("weight_decay"),
             self.stack.n_members,
@@ -82,16 +83,16 @@ class StackedFit:
         if resume is not None:
             self._load(*resume)
 
-    def _compiled(self):
+    def _compiled(self) -> Callable[..., Tensor]:
         """torch.compile'd training losses, compiled now on the first batch; eager, with one
         line saying why, where this machine cannot compile (no C++ compiler, say)."""
-        compiled = torch.compile(self.stack.training_losses)
+        compiled = self.stack.compiled_training_losses()
         served = [loader._epochs_served for loader in self.batches.loaders]
         inputs, targets = next(iter(self.batches))
         for loader, epochs in zip(self.batches.loaders, served):  # the probe drew a batch: draw it again
             loader._epochs_served = epochs
         try:
-            compiled(inputs, targets).sum().backward()
+            compiled(inputs, targets).sum().backward()  # type: ignore[no-untyped-call]
         except Exception as error:  # noqa: BLE001 - any compiler failure: train eager instead
             say(f"stacked: torch.compile failed ({type(error).__name__}); training eager")
             return self.stack.training_losses
@@ -144,7 +145,7 @@ class StackedFit:
                     (training,), self.stack.training_losses(inputs[training], targets[training], training)
                 )
             self.optimizer.zero_grad()
-            loss.sum().backward()
+            loss.sum().backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             losses.append(loss.detach())
             if self.watch is not None and self.watch.pending:
@@ -217,7 +218,7 @@ class StackedFit:
         if self.state_path is not None:
             stack_state.write(self.state_path, stack_state.of(self, epoch, step, epoch_losses))
 
-    def _load(self, state: dict, indices: list[int]) -> None:
+    def _load(self, state: dict[str, Any], indices: list[int]) -> None:
         stack_state.load(self, state, indices)
         say(
             f"stacked: {len(self.jobs)} models resume at epoch {self.first_epoch}, step {self.first_step} "
@@ -239,10 +240,10 @@ class StackedFit:
             checkpoint.write_weights(folder / "last.ckpt", last, job.datamodule, job.epochs - 1, job.steps)
             job.model = last
 
-    def _export(self, index: int, weights: list[Tensor] | None):
+    def _export(self, index: int, weights: list[Tensor] | None) -> MixtureDensityNetwork:
         import copy
 
-        model = copy.deepcopy(self.jobs[index].model).cpu()
+        model: MixtureDensityNetwork = copy.deepcopy(self.jobs[index].model).cpu()
         if weights is None:
             return self.stack.export(index, model)
         saved = [p.detach().clone() for p in self.stack.parameters()]
@@ -255,7 +256,7 @@ class StackedFit:
         return model
 
 
-def _stack(pairs) -> tuple[Tensor, Tensor]:
+def _stack(pairs: Iterable[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """[(inputs (N, D), targets (N, 1))] per model → inputs (S, D, N), targets (S, 1, N)."""
     inputs, targets = zip(*pairs)
     return torch.stack([x.T for x in inputs]), torch.stack([t.T for t in targets])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -42,12 +42,6 @@ def prepare(job: Job, device: torch.device) -> dict[str, float] | None:
     check_run(job.cfg)
     L.seed_everything(int(job.cfg.seed), workers=True, verbose=False)  # as build() seeds it: same init
     job.datamodule, job.model = instantiate_checked(job.cfg)
-    if job.model.target_dim != 1:
-        raise ConfigError(
-            "hydra/launcher",
-            "stacked",
-            f"jobs with one target (this data set has {job.model.target_dim}); use hydra/launcher=basic or parallel",
-        )
     job.datamodule.setup("fit")
     job.datamodule.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in job.datamodule.splits.items()}
     job.model.set_standardizer(job.datamodule.standardizer.as_dict())
@@ -56,7 +50,7 @@ def prepare(job: Job, device: torch.device) -> dict[str, float] | None:
     return None
 
 
-def shape_of(job: Job) -> tuple:
+def shape_of(job: Job) -> tuple[Any, ...]:
     """What must be equal for jobs to share one stack (beyond their configs)."""
     dm = job.datamodule
     return (
@@ -92,7 +86,7 @@ def run(
     device = _device(cfgs[0])
     jobs = [Job(cfg, h, Path(str(OmegaConf.select(cfg, "paths.output_dir")))) for cfg, h in zip(cfgs, hydra_configs)]
     results: list[Any] = [None] * len(jobs)
-    ready: dict[tuple, list[int]] = {}
+    ready: dict[tuple[Any, ...], list[int]] = {}
     for index, job in enumerate(jobs):
         try:
             results[index] = prepare(job, device)
@@ -120,12 +114,12 @@ def run(
 def _train(
     stack: list[Job],
     places: list[int],
-    results: list,
+    results: list[Any],
     device: torch.device,
     compile: bool,
     watch: SignalWatch | None,
     saved: Path | None,
-    state: dict | None,
+    state: dict[str, Any] | None,
 ) -> None:
     """Train one stack and put each job's outcome in ``results[places[i]]``. A stack that does not
     fit in its device's memory trains as two stacks of half the models (each resuming from what
@@ -158,7 +152,7 @@ def _train(
 def _split(
     stack: list[Job],
     places: list[int],
-    results: list,
+    results: list[Any],
     device: torch.device,
     compile: bool,
     watch: SignalWatch | None,
@@ -201,7 +195,9 @@ def _sizes(job: Job) -> str:
     )
 
 
-def _resumable_chunks(jobs: list[Job], max_models: int):
+def _resumable_chunks(
+    jobs: list[Job], max_models: int
+) -> Iterator[tuple[list[int], Path | None, dict[str, Any] | None]]:
     """Positions of ``jobs`` in stacks of at most ``max_models``, each stack's models saved
     together or not at all (so each resumes from one saved stack)."""
     fingerprints = [stack_state.fingerprint(job.cfg) for job in jobs]
