@@ -99,15 +99,6 @@ def test_long_override_lists_still_make_valid_job_directories():
     assert _job_dir(2, "experiment-uci/concrete__seed-1") == "2_experiment-uci.concrete__seed-1"  # one level
 
 
-@pytest.mark.slow
-def test_optuna_search_minimises_validation_nll(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
-    run_cli(["mdn-train", "-m", "hparams_search=mdn_optuna", "hydra.sweeper.n_trials=2", *QUICK], tmp_path)
-    sweep = sweep_dir(tmp_path)
-    assert len(job_dirs(sweep)) == 2
-    assert "best_value" in (sweep / "optimization_results.yaml").read_text()
-
-
 def test_mdn_report_says_what_squeue_says_of_a_submit_and_go_sweep(tmp_path, monkeypatch, capsys):
     """Jobs recorded by hydra.launcher.wait=false and not started yet: queued, running, or failed
     when squeue no longer knows them (tests/test_cluster.py runs this against real SLURM; here a

@@ -216,6 +216,7 @@ def _record(ret: JobReturn, config: DictConfig, outcome: Any) -> None:
         log.error(f"#{config.hydra.job.num}: {line}")
         ret.status, ret.return_value = JobStatus.FAILED, JobFailed(line)
     else:
-        metrics = outcome or {}
+        from mdnlab.runs.search import objective
+
         ret.status = JobStatus.COMPLETED
-        ret.return_value = metrics.get("val/best_nll", metrics.get("val/best_mse"))
+        ret.return_value = objective(outcome)

@@ -12,13 +12,13 @@ from omegaconf import DictConfig
 from mdnlab.cli import usage
 from mdnlab.cli.entry import check_log_folder, resume_arguments, run_entry_point
 from mdnlab.config import CONFIG_DIR
+from mdnlab.runs.search import Pruned, objective
 from mdnlab.training.single import train
 
 
-def _train_task(cfg: DictConfig) -> float | None:
-    metrics = run_entry_point(train, cfg) or {}
+def _train_task(cfg: DictConfig) -> float | Pruned | None:
     # What a sweeper (e.g. Optuna) minimises: the validation score, never a test number.
-    return metrics.get("val/best_nll", metrics.get("val/best_mse"))
+    return objective(run_entry_point(train, cfg))
 
 
 _train_task.mdnlab_stackable = True  # hydra/launcher=stacked may train this task's jobs as stacks

@@ -79,6 +79,21 @@ def finish(cfg: DictConfig, fit: Fit, model, datamodule) -> dict[str, float]:
     return metrics
 
 
+def finish_pruned(cfg: DictConfig, fit: Fit, metric: str, step: int, epoch: int) -> dict[str, float]:
+    """A run the search's pruner stopped: its best validation score and where it stopped, in
+    metrics.json and run.json; no test split scored (the search is done with it)."""
+    from mdnlab.runs.search import pruned_metrics
+
+    run_dir = Path(cfg.paths.output_dir)
+    metrics = pruned_metrics(fit.best_score, metric, step, epoch, fit.epochs)
+    rundir.record(cfg, run_dir, metrics, fit.best_path, fit.seconds)
+    for logger in fit.loggers:
+        logger.log_metrics({"search/pruned_epoch": float(epoch)}, step=step)
+        logger.save()
+    say(f"pruned by the search at validation check {epoch} (global step {step}): {run_dir}")
+    return metrics
+
+
 def say(*lines: str) -> None:
     """Print ``lines`` as they are, and add them to the run's log file (train.log) too."""
     for line in lines:

@@ -4,18 +4,21 @@ fit to ``runs.finish`` (test scores, records, figures)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from mdnlab.config import check_run, has_validation, instantiate_checked
 from mdnlab.errors import ConfigError, Interrupted, NonFiniteLossError
 from mdnlab.runs import rundir
-from mdnlab.runs.finish import Fit, finish, say
+from mdnlab.runs.finish import Fit, finish, finish_pruned, say
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -43,7 +46,50 @@ def train(cfg: DictConfig) -> dict[str, float]:
     fit_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
-    return finish(cfg, Fit.of_trainer(trainer, model.metric, fit_seconds), model, datamodule)
+    fit = Fit.of_trainer(trainer, model.metric, fit_seconds)
+    pruning = next((c for c in trainer.callbacks if isinstance(c, prune_trial_class())), None)
+    if pruning is not None and pruning.pruned_at is not None:
+        return finish_pruned(cfg, fit, model.metric, *pruning.pruned_at)
+    return finish(cfg, fit, model, datamodule)
+
+
+def _pruning_callback(cfg: DictConfig, monitor: str) -> list[Any]:
+    """In a search (``cfg.search``), the callback that reports to the trial and prunes it."""
+    from mdnlab.runs.search import TrialLink
+
+    link = TrialLink.of(cfg)
+    # a trial of several jobs (repeats) is scored as their mean: only a stack holds them together
+    return [] if link is None or link.jobs > 1 else [prune_trial_class()(link, monitor)]
+
+
+@functools.cache
+def prune_trial_class() -> type:
+    """The pruning callback's class, made on first use: Lightning is imported only to train."""
+    import lightning as L
+
+    class _PruneTrial(L.Callback):
+        """Reports ``monitor`` to the search's trial after each validation and stops the fit
+        where the study's pruner says (``pruned_at``: global step, validation check). Hand-written
+        rather than optuna-integration's callback: the same ``TrialLink`` serves the stacked loop,
+        which has no callbacks, so both loops report and prune the same way."""
+
+        def __init__(self, link: Any, monitor: str) -> None:
+            self.link, self.monitor = link, monitor
+            self.pruned_at: tuple[int, int] | None = None
+            self.best = math.inf
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            value = trainer.callback_metrics.get(self.monitor)
+            if trainer.sanity_checking or value is None or self.pruned_at is not None:
+                return
+            check = trainer.current_epoch + 1
+            self.best = min(self.best, float(value)) if math.isfinite(float(value)) else self.best
+            self.link.report(self.best, check)  # the best so far, as the stacked loop reports it
+            if self.link.should_prune():
+                self.pruned_at = (trainer.global_step, check)
+                trainer.should_stop = True
+
+    return _PruneTrial
 
 
 def _fit(trainer, model, datamodule, resume_from: str | None, run_dir: Path) -> None:
@@ -95,6 +141,7 @@ def build(cfg: DictConfig):
     datamodule, model = instantiate_checked(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = _callbacks(cfg, f"val/{model.metric}", has_logger=bool(loggers), validates=has_validation(cfg))
+    callbacks += _pruning_callback(cfg, f"val/{model.metric}")
     plugins = [SafeCheckpointIO()]  # every checkpoint read and written safely (see the class)
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         from lightning.pytorch.plugins.environments import SLURMEnvironment

@@ -35,6 +35,9 @@ class Job:
     best_score: float = math.inf
     best_epoch: int = -1
     wait: int = 0
+    pruned_step: int | None = None  # where the search's pruner stopped it (global step, check)
+    pruned_epoch: int | None = None
+    search_best: float = math.inf  # its best validation score so far, as its search trial sees it
 
     def enter(self) -> None:
         """Make this job's config the current Hydra config (what its paths and records read)."""

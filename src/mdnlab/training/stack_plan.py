@@ -25,6 +25,7 @@ STACKABLE = (
     "figures",
     "test_checkpoint",
     "logger",
+    "search",  # a search's trials: each its own trial of one study
 )
 # what the stacked loop does as a Lightning Trainer would; any other trainer setting runs alone
 TRAINER_KEYS = (

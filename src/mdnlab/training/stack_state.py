@@ -26,7 +26,17 @@ from torch import Tensor
 from mdnlab.io import atomic_file
 
 FOLDER = ".stacks"
-JOB_FIELDS = ("epochs", "steps", "stopped", "best_score", "best_epoch", "wait")
+JOB_FIELDS = (
+    "epochs",
+    "steps",
+    "stopped",
+    "best_score",
+    "best_epoch",
+    "wait",
+    "pruned_step",
+    "pruned_epoch",
+    "search_best",
+)
 
 
 def fingerprint(cfg) -> str:
@@ -166,7 +176,8 @@ def load(fit, state: dict[str, Any], indices: list[int]) -> None:
     for job, loader, index in zip(fit.jobs, fit.batches.loaders, indices):
         saved = state["jobs"][index]
         for key in JOB_FIELDS:
-            setattr(job, key, saved[key])
+            if key in saved:  # a state written before a field was added starts it at its default
+                setattr(job, key, saved[key])
         job.error = NonFiniteLossError(saved["error"]) if saved["error"] is not None else None
         loader._epochs_served = int(saved["epochs_served"])
     fit.first_epoch, fit.first_step = int(state["epoch"]), int(state["step"])

@@ -29,6 +29,7 @@ from mdnlab.data.batches import StackedBatches
 from mdnlab.errors import NonFiniteLossError
 from mdnlab.models.mdn import MixtureDensityNetwork
 from mdnlab.models.stacked import STACKABLE_OPTIMIZERS, StackedAdam, StackedMDN
+from mdnlab.runs import search
 from mdnlab.runs.finish import say
 from mdnlab.training import stack_state
 from mdnlab.training.progress import StackProgress
@@ -80,6 +81,7 @@ class StackedFit:
         self.validating = all(validates(j) for j in jobs)
         self.every = int(jobs[0].cfg.trainer.check_val_every_n_epoch)
         self.best: list[Tensor] | None = None
+        self.trials = [search.TrialLink.of(j.cfg) for j in jobs]  # None outside a search
         if resume is not None:
             self._load(*resume)
 
@@ -185,6 +187,35 @@ class StackedFit:
                 logger.log_metrics(metrics, step=job.steps)
         if any(improved):
             self._keep_best(improved)
+        if val is not None and any(self.trials):
+            self._report(epoch + 1, val, active)
+
+    def _report(self, check: int, val: list[float], active: list[bool]) -> None:
+        """Each search trial's best validation score so far (for a trial of several jobs, their
+        mean), every trial before any pruning decision, so that a rung's decision sees the whole
+        stack; a pruned trial's jobs stop here. A trial reports while any of its jobs trains, and
+        only where all of its jobs are in this stack."""
+        trials: dict[int, list[int]] = {}
+        for s, (job, link) in enumerate(zip(self.jobs, self.trials)):
+            if link is not None:
+                if active[s] and job.error is None and math.isfinite(val[s]):
+                    job.search_best = min(job.search_best, val[s])
+                trials.setdefault(link.number, []).append(s)
+        reporting = {
+            number: models
+            for number, models in trials.items()
+            if len(models) == self.trials[models[0]].jobs  # type: ignore[union-attr]
+            and any(active[s] and not self.jobs[s].stopped for s in models)
+            and all(self.jobs[s].error is None for s in models)
+        }
+        for models in reporting.values():
+            score = sum(self.jobs[s].search_best for s in models) / len(models)
+            self.trials[models[0]].report(score, check)  # type: ignore[union-attr]
+        for models in reporting.values():
+            if self.trials[models[0]].should_prune():  # type: ignore[union-attr]
+                for s in models:
+                    job = self.jobs[s]
+                    job.stopped, job.pruned_step, job.pruned_epoch = True, job.steps, check
 
     def _stop_or_keep(self, job: Job, epoch: int, score: float) -> bool:
         """EarlyStopping's rule (mode min) and ModelCheckpoint's (strictly better): returns

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mdnlab.config import check_run, instantiate_checked
 from mdnlab.errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from mdnlab.runs import rundir
-from mdnlab.runs.finish import Fit, finish, say
+from mdnlab.runs.finish import Fit, finish, finish_pruned, say
 from mdnlab.training import stack_state
 from mdnlab.training.scheduler_signals import SignalWatch
 from mdnlab.training.stack_job import Job
@@ -219,7 +219,10 @@ def _finish(job: Job, seconds: float) -> Any:
         fit.best_path = str(checkpoints / f"best-epoch{job.best_epoch:04d}.ckpt")
         fit.best_score = job.best_score
     try:
-        metrics = finish(job.cfg, fit, job.model, job.datamodule)
+        if job.pruned_step is not None:
+            metrics = finish_pruned(job.cfg, fit, job.model.metric, job.pruned_step, job.pruned_epoch or 0)
+        else:
+            metrics = finish(job.cfg, fit, job.model, job.datamodule)
     except (ConfigError, OSError) as error:
         return error
     for logger in job.loggers:
