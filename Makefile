@@ -101,6 +101,12 @@ uci: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
+# what pruning saves a search (scripts/bench_search.py): make bench-search ARGS=prune, or
+# ARGS="uci --root /path/to/UCI_Datasets" (the staged grid against the pruned search)
+.PHONY: bench-search
+bench-search: $(STAMP)
+	$(BIN)/python scripts/bench_search.py $(ARGS)
+
 # 32 default-recipe models as 32 SLURM jobs and as one stacked_slurm job, on a one-node SLURM
 # cluster the script starts and stops (root and Debian's SLURM packages, as make test-cluster)
 .PHONY: bench-cluster

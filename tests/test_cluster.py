@@ -396,3 +396,41 @@ def test_a_stack_reaching_its_time_limit_resumes(cluster, stacked_here, tmp_path
     stopped, resumed = steps_at_the_requeue(tmp_path / "sweep", "epoch (\\d+), step (\\d+)")
     assert stopped == resumed
     assert job_metrics(tmp_path / "sweep") == stacked_here
+
+
+def test_two_stacked_slurm_searches_share_one_study(cluster, tmp_path):
+    """Two sweepers, each launching its batches of two trials as stacked_slurm jobs, one study
+    in a journal file both reach: six trials in all, each asked once and run once, in one sweep
+    or the other, every trial's score the mean its job's run directory records."""
+    import optuna
+
+    from mdnlab.runs import search
+
+    journal = tmp_path / "shared" / "study.log"
+    common = [
+        "hparams_search=mdn_training",
+        "hydra.launcher.compile=false",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.pruner=null",
+        "hydra.sweeper.study_name=shared",
+        f"hydra.sweeper.storage={journal}",
+    ]
+    first = sweep(cluster, tmp_path / "a", *common, background=True, launcher="stacked_slurm")
+    second = sweep(cluster, tmp_path / "b", *common, "hydra.sweeper.seed=1", background=True, launcher="stacked_slurm")
+    for process in (first, second):
+        status, err = finished(process)
+        assert status == 0, err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=search.storage(str(journal), tmp_path))
+    trials = [t for t in study.get_trials() if not t.user_attrs.get("orphan")]
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert workers == {str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())}
+    for trial in trials:
+        where = Path(trial.user_attrs["worker"])
+        (run,) = [p for p in where.iterdir() if p.name.split("_")[0] == str(trial.user_attrs["job"])]
+        metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+        assert trial.value == pytest.approx(metrics["val/best_nll"], abs=1e-9)
+        assert f"search.trial={trial.number}" in (run / ".hydra" / "overrides.yaml").read_text()
+    runs = [p for w in ("a", "b") for p in (tmp_path / w).iterdir() if (p / "metrics.json").is_file()]
+    assert len(runs) == 6

@@ -121,6 +121,14 @@ def test_a_stacked_search_prunes_a_rung_at_once_and_each_run_says_where(tmp_path
     assert summary["checks_trained"] == sum(t.last_step for t in trials)
     assert {p.name for p in (sweep / "search").glob("*.png")} == {"history.png", "importance.png", "intermediate.png"}
     assert list((sweep / "search").glob("events.out.tfevents.*"))
+    from mdnlab.cli import report
+
+    capsys.readouterr()
+    report.main([str(sweep)])
+    out = capsys.readouterr().out
+    assert f"Search: study 'mdn_training', 8 trials ({8 - len(pruned)} complete, {len(pruned)} pruned)" in out
+    assert f"| 1 | {study.best_trial.number} | {study.best_trial.user_attrs['job']} | {study.best_value:.4f} |" in out
+    assert "pruning spared about" in out and f"optuna-dashboard {sweep / 'optuna.log'}" in out
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ class OptunaSearch(Sweeper):
     def _search(self, arguments: list[str]) -> Any:
         import optuna
 
-        from mdnlab.runs import search
+        from mdnlab.runs import search, search_report
 
         assert self.config is not None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,7 +95,9 @@ class OptunaSearch(Sweeper):
         max_resource = OmegaConf.select(composed, "trainer.max_epochs")
         pruner = search.pruner(self.pruner_name, self.pruner_options, max_resource)
         sampler = search.sampler(self.sampler_name, self.sampler_options, self.seed, space)
-        storage = search.storage(self.storage_value, sweep_dir)  # creates the sweep directory
+        storage = search.storage(self.storage_value, sweep_dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # every setting checked: now write
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper leaves it
         study = optuna.create_study(
             study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner, load_if_exists=True
         )
@@ -118,6 +120,10 @@ class OptunaSearch(Sweeper):
             batch = []
             for _ in range(min(self.batch, left)):
                 trial = study.ask()
+                if _counted(study, below=trial.number) >= target:  # another sweeper asked the last ones
+                    trial.set_user_attr("orphan", True)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    break
                 trial.set_user_attr("worker", me)
                 trial.set_user_attr("job", next_job)
                 trial.set_user_attr("jobs", len(self.variants))  # read by the trial's jobs: set first
@@ -126,7 +132,7 @@ class OptunaSearch(Sweeper):
                 batch.append((trial.number, next_job, overrides))
                 next_job += len(self.variants)
             self._run(study, batch, fixed)
-        search.write_summary(study, sweep_dir, time.perf_counter() - start)
+        search_report.write_summary(study, sweep_dir, storage_line, time.perf_counter() - start)
         return study.best_trial if _has_complete(study) else None
 
     def _unfinished(self, study: Any, me: str) -> list[tuple[int, int, list[str]]]:
@@ -226,9 +232,12 @@ def _age_s(trial: Any) -> float:
     return (datetime.datetime.now() - started).total_seconds()
 
 
-def _counted(study: Any) -> int:
-    """The study's trials, less the orphans (never launched)."""
-    return sum(not t.user_attrs.get("orphan") for t in study.get_trials(deepcopy=False))
+def _counted(study: Any, below: int | None = None) -> int:
+    """The study's trials (those numbered below ``below``), less the orphans (never launched).
+    The storage numbers a study's trials in the order they were asked, whichever sweeper
+    asked: so with several sweepers the trials past ``n_trials`` are told apart exactly."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(not t.user_attrs.get("orphan") and (below is None or t.number < below) for t in trials)
 
 
 def _has_complete(study: Any) -> bool:

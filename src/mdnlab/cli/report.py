@@ -5,7 +5,8 @@ with the individual values (groups.csv), ranked by the validation score when the
 unfinished jobs included); both tables in report.md; report.png plots the ranking score, mean ±
 standard error, against the first swept key, one line per value of the second. For a sweep
 submitted with hydra.launcher.wait=false, each job not finished is queued, running or failed, as
-SLURM says (runs.slurm_jobs)."""
+SLURM says (runs.slurm_jobs). For a search (hparams_search), the study first: trials by state,
+the best five, what pruning spared (runs.search)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mdnlab.io import write_text_atomic
+from mdnlab.runs.search_report import report as search_report
 from mdnlab.runs.sweep import collect, group, groups_csv, groups_markdown, plot, to_csv, to_markdown
 
 
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(sweep / "report.csv", to_csv(rows))
     write_text_atomic(sweep / "groups.csv", groups_csv(groups))
     markdown = groups_markdown(groups, rank_by) + "\nJobs\n\n" + to_markdown(rows)
+    searched = search_report(sweep)
+    if searched is not None:  # a search sweep (hparams_search): its study first
+        markdown = searched + "\n" + markdown
     write_text_atomic(sweep / "report.md", markdown)
     plotted = plot(groups, rank_by, sweep / "report.png")
     print(markdown, end="")

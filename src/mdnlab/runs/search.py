@@ -7,13 +7,13 @@ trial number. While a job trains, ``TrialLink`` reports its validation score at 
 and asks the study's pruner whether to stop; the stacked loop reports every model of a stack
 first and asks after, so a rung's decision sees the whole batch. A pruned job records the step
 (metrics.json: ``search/pruned_step``, ``search/pruned_epoch``) and returns ``Pruned``; the
-sweeper tells the study. Nothing here imports Lightning.
+sweeper tells the study. ``runs.search_report`` writes what a search leaves to read. Nothing
+here imports Lightning.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -263,80 +263,3 @@ def pruned_metrics(best: float | None, metric: str, step: int, epoch: int, epoch
         "train/steps": float(step),
         "train/epochs": float(epochs),
     }
-
-
-# ---- after the search -------------------------------------------------------------------------
-
-
-def summary(study: Any, seconds: float | None = None) -> dict[str, Any]:
-    """The study at a glance: trials by state, the best five, and what pruning spared, in
-    validation checks (a pruned trial's checks against the median completed trial's)."""
-    import statistics
-
-    import optuna
-
-    trials = study.get_trials(deepcopy=False)
-    states = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
-    complete = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
-    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    full = statistics.median(t.last_step or 0 for t in complete) if complete else None
-    return {
-        "study": study.study_name,
-        "trials": len(trials),
-        "states": {k: v for k, v in states.items() if v},
-        "best": [
-            {"trial": t.number, "job": t.user_attrs.get("job"), "value": t.value, "params": t.params}
-            for t in complete[:5]
-        ],
-        "checks_trained": sum(t.last_step or 0 for t in trials),
-        "median_checks_completed": full,
-        "checks_spared_by_pruning": None if full is None else sum(max(0.0, full - (t.last_step or 0)) for t in pruned),
-        "seconds": seconds,
-    }
-
-
-def write_summary(study: Any, sweep_dir: Path, seconds: float | None = None) -> dict[str, Any]:
-    """``<sweep dir>/search.json`` and, with two completed trials or more, the optimisation
-    history and parameter importances as figures (``<sweep dir>/search/``) and in TensorBoard
-    (``tensorboard --logdir <sweep dir>/search``)."""
-    import json
-
-    from mdnlab.io import write_json_atomic
-
-    record = summary(study, seconds)
-    write_json_atomic(Path(sweep_dir) / "search.json", record)
-    if record["states"].get("complete", 0) >= 2:
-        _figures(study, Path(sweep_dir) / "search")
-    print(f"search: {json.dumps({k: record[k] for k in ('trials', 'states')})}; best {record['best'][:1]}")
-    return record
-
-
-def _figures(study: Any, folder: Path) -> None:
-    import matplotlib
-    import matplotlib.figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna
-    from optuna.visualization import matplotlib as plots
-    from torch.utils.tensorboard import SummaryWriter
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        figures = {"history": plots.plot_optimization_history(study).figure}
-        if len(study.best_trial.params) >= 1:
-            # PED-ANOVA: Optuna's own importance evaluator that needs no scikit-learn
-            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-            figures["importance"] = plots.plot_param_importances(study, evaluator=evaluator).figure
-        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-            figures["intermediate"] = plots.plot_intermediate_values(study).figure
-    writer = SummaryWriter(str(folder))
-    for name, figure in figures.items():
-        assert isinstance(figure, matplotlib.figure.Figure)
-        figure.set_size_inches(8, 5)
-        figure.tight_layout()
-        figure.savefig(folder / f"{name}.png", dpi=100)
-        writer.add_figure(f"search/{name}", figure, close=False)
-        plt.close(figure)
-    writer.close()
