@@ -83,9 +83,10 @@ def test_a_bad_search_setting_is_one_line_and_writes_nothing(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_a_stacked_search_prunes_a_rung_at_once_and_each_run_says_where(tmp_path, monkeypatch, capsys):
-    """Eight random trials of one network shape as one stack, successive halving from the first
-    check: pruned trials stop at a rung (1, 3 or 9 checks), their run directories saying where, no
-    test split scored; the rest run on; the study, search.json and the figures agree."""
+    """Eight random trials of one network shape, each scored on two seeds (repeats), as one stack
+    of 16 models, successive halving from the first check: a pruned trial's two runs stop at a
+    rung (1, 3 or 9 checks), their run directories saying where, no test split scored; a trial's
+    score is its two runs' mean; the study, search.json, the figures and mdn-report agree."""
     sweep = tmp_path / "sweep"
     args = [
         "-m",
@@ -96,6 +97,7 @@ def test_a_stacked_search_prunes_a_rung_at_once_and_each_run_says_where(tmp_path
         "hydra.sweeper.n_jobs=8",
         "hydra.sweeper.sampler=random",
         "+hydra.sweeper.pruner_options.min_resource=1",
+        '+hydra.sweeper.repeats={seed: "range(2)"}',
         f"hydra.sweep.dir={sweep}",
     ]
     status, err = run_main("mdn-train", args, tmp_path, monkeypatch, capsys)
@@ -107,18 +109,27 @@ def test_a_stacked_search_prunes_a_rung_at_once_and_each_run_says_where(tmp_path
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     assert 3 <= len(pruned) <= 7  # about 2/3 of a rung leave it
     for trial in trials:
-        metrics = json.loads((_run_dir(sweep, trial.user_attrs["job"]) / "metrics.json").read_text())["metrics"]
+        first = trial.user_attrs["job"]
+        assert trial.user_attrs["jobs"] == 2
+        runs = [json.loads((_run_dir(sweep, j) / "metrics.json").read_text()) for j in (first, first + 1)]
+        seeds = [
+            json.loads((_run_dir(sweep, j) / "run.json").read_text())["config"]["seed"] for j in (first, first + 1)
+        ]
+        assert seeds == [0, 1]
+        mean = sum(r["metrics"]["val/best_nll"] for r in runs) / 2
         if trial.state == optuna.trial.TrialState.PRUNED:
-            assert metrics["search/pruned_epoch"] == trial.last_step and trial.last_step in (1, 3, 9)
-            assert "test/nll" not in metrics and metrics["train/epochs"] == trial.last_step
-            assert metrics["val/best_nll"] == pytest.approx(min(trial.intermediate_values.values()), abs=1e-6)
+            assert trial.last_step in (1, 3, 9) and mean == pytest.approx(trial.intermediate_values[trial.last_step])
+            for run in runs:
+                metrics = run["metrics"]
+                assert metrics["search/pruned_epoch"] == trial.last_step and "test/nll" not in metrics
         else:
-            assert trial.value == pytest.approx(metrics["val/best_nll"], abs=1e-6) and "test/nll" in metrics
-            assert trial.last_step == metrics["train/epochs"]
+            assert trial.value == pytest.approx(mean, abs=1e-6)
+            assert all("test/nll" in r["metrics"] for r in runs)
     summary = json.loads((sweep / "search.json").read_text())
     assert summary["states"] == {"complete": 8 - len(pruned), "pruned": len(pruned)}
     assert summary["best"][0]["value"] == pytest.approx(study.best_value)
     assert summary["checks_trained"] == sum(t.last_step for t in trials)
+    assert len([p for p in sweep.iterdir() if (p / "metrics.json").is_file()]) == 16
     assert {p.name for p in (sweep / "search").glob("*.png")} == {"history.png", "importance.png", "intermediate.png"}
     assert list((sweep / "search").glob("events.out.tfevents.*"))
     from mdnlab.cli import report
