@@ -112,6 +112,7 @@ LONGEST_FIRST = (
     "test_sweeps.py",
     "test_sbibm.py",
     "test_bench.py",
+    "test_search.py",
     "test_finish_sweeps.py",
     "test_notebook.py",
     "test_packaging.py",
