@@ -5,6 +5,7 @@ that a run writes (its command and machine named)."""
 
 from __future__ import annotations
 
+import collections
 import math
 import statistics
 import subprocess
@@ -32,10 +33,15 @@ def run_multirun(sweep: Path, overrides: list[str], what: str, launcher: str = "
     ]
     print(f"== {what} -> {sweep}", flush=True)
     start = time.perf_counter()
+    last: collections.deque[str] = collections.deque(maxlen=8)
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as job:
         for line in job.stdout or []:
+            last.append(line.rstrip())
             if line.startswith(PROGRESS) or "Error" in line:
                 print("   " + line.rstrip(), flush=True)
+    if job.returncode != 0:  # the multirun's own last lines say why; nothing after it would have its runs
+        print("\n".join("   " + line for line in last), file=sys.stderr)
+        sys.exit(f"error: {what} failed (mdn-train exit {job.returncode}); its sweep: {sweep}")
     return time.perf_counter() - start
 
 

@@ -42,7 +42,7 @@ def search(task: str, budget: int, out: Path, extra: list[str]) -> tuple[Path, f
     return sweep, seconds
 
 
-def write_recipe(task: str, budget: int, sweep: Path, seconds: float, path: Path) -> dict:
+def write_recipe(task: str, budget: int, sweep: Path, seconds: float, path: Path, extra: list[str]) -> dict:
     """The best completed trial's values over experiment=sbi, every trial in the header."""
     import json
 
@@ -60,7 +60,9 @@ def write_recipe(task: str, budget: int, sweep: Path, seconds: float, path: Path
     header = [
         f"# {task} at {budget} simulations: chosen by scripts/sbi_search.py ({time.strftime('%Y-%m-%d')},",
         f"# {seconds:.0f} s) on the budget's validation simulations only (hparams_search=sbi_mdn: the best",
-        "# validation NLL of θ in the fitted coordinates; data.seed 0). Every trial, best first:",
+        "# validation NLL of θ in the fitted coordinates; data.seed 0).",
+        *([f"# Search overrides: {' '.join(extra)}"] if extra else []),
+        "# Every trial, best first:",
         "#   trial  state     val NLL   " + "  ".join(keys),
     ]
     for t in trials:
@@ -98,7 +100,7 @@ def main() -> None:
         for budget in args.budgets:
             sweep, seconds = search(task, budget, args.out, args.overrides)
             recipe = args.recipes / f"{task}_{budget}.yaml"
-            chosen = write_recipe(task, budget, sweep, seconds, recipe)
+            chosen = write_recipe(task, budget, sweep, seconds, recipe, args.overrides)
             print(f"{task} × {budget}: val NLL {chosen['value']:.4f} with {chosen['params']} -> {recipe}", flush=True)
 
 

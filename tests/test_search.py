@@ -60,6 +60,22 @@ def test_the_search_space_reads_hydras_sweep_grammar_and_names_a_bad_key():
     assert hyperband._max_resource == 90 and hyperband._min_resource == 5
 
 
+def test_sweeps_on_the_command_line_replace_or_join_the_configs_space():
+    from hydra_plugins.mdnlab_launcher.optuna_sweeper import OptunaSearch
+
+    sweeper = OptunaSearch(params={"model.n_gaussians": "choice(10, 20)", "data.input_noise": "interval(0, 0.1)"})
+    fixed, params = sweeper._split(["model.n_gaussians=choice(1,3,10)", "model.hidden_size=64,128", "seed=3"])
+    assert fixed == ["seed=3"]
+    assert params == {
+        "model.n_gaussians": "choice(1,3,10)",
+        "data.input_noise": "interval(0, 0.1)",
+        "model.hidden_size": "64,128",
+    }
+    cfg = OmegaConf.create({"model": {"n_gaussians": 5, "hidden_size": 8}, "data": {"input_noise": 0.0}})
+    space = search.distributions(params, cfg)
+    assert space["model.n_gaussians"] == [1, 3, 10] and space["model.hidden_size"] == [64, 128]
+
+
 def test_a_bad_search_setting_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "sweep"
     for bad, key in (

@@ -159,8 +159,8 @@ class OptunaSearch(Sweeper):
         fixed: list[str] = []
         params = dict(self.params)
         for override in OverridesParser.create().parse_overrides(arguments):
-            if override.is_sweep_override():
-                params[override.get_key_element()] = override.get_value_element_as_str()
+            if override.is_sweep_override():  # the text as written: Hydra cannot print a choice(...) sweep back
+                params[override.get_key_element()] = str(override.input_line).split("=", 1)[1]
             else:
                 fixed.append(str(override.input_line))
         return fixed, params
