@@ -8,6 +8,8 @@ run. Needs the sbi extra.
 speed: P pairs of Gaussians (reference N(0, I), samples shifted by 0.1·k/√D); ours scores all P
 in one stack, sbibm's the first --sbibm-pairs of them one by one; the ratio is sbibm's seconds a
 pair × P over ours.
+seeds: one pair of those, scored with several seeds by each test (the spread a seed alone
+gives, and whether the two tests' means agree).
 agree: pairs of (reference samples, a method's posterior draws) from make sbi's runs under
 --runs (posterior_samples.pt; <task>/<budget>/<method>/...), taking the tasks in turn until --max
 pairs; both tests on each, the differences, and each one's time.
@@ -28,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 
-def sbibm_c2st(x: torch.Tensor, y: torch.Tensor) -> float:
+def sbibm_c2st(x: torch.Tensor, y: torch.Tensor, seed: int = 1) -> float:
     from sbibm.metrics.c2st import c2st
 
-    return float(c2st(x, y))
+    return float(c2st(x, y, seed=seed))
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -63,11 +65,13 @@ def speed(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=1))
 
 
-def run_pairs(runs: Path, limit: int) -> list[tuple[str, int, int, str, torch.Tensor]]:
+def run_pairs(runs: Path, limit: int, tasks: list[str] | None = None) -> list[tuple[str, int, int, str, torch.Tensor]]:
     """(task, budget, observation, method, draws) from make sbi's runs, spread over the tasks."""
     found: dict[str, list] = {}
     for path in sorted(runs.glob("*/*/*/**/posterior_samples.pt")):
         task, budget, method = path.relative_to(runs).parts[:3]
+        if tasks and task not in tasks:
+            continue
         for k, draws in torch.load(path).items():
             found.setdefault(task, []).append((task, int(budget), int(k), method, draws))
     pairs: list = []
@@ -83,7 +87,7 @@ def agree(args: argparse.Namespace) -> None:
     from mdnlab.problems import SBIBMTask
 
     rows = []
-    pairs = run_pairs(args.runs, args.max)
+    pairs = run_pairs(args.runs, args.max, args.tasks)
     for task, budget, k, method, draws in pairs:
         reference = SBIBMTask(task).reference_samples(k)[: len(draws)]
         start = time.perf_counter()
@@ -137,6 +141,41 @@ def agree(args: argparse.Namespace) -> None:
     print(text)
 
 
+def seeds(args: argparse.Namespace) -> None:
+    """One pair scored with --seeds seeds by each test: sbibm's one seed at a time, ours as one
+    stack of --seeds copies of the pair (each its own folds, initial weights and shuffles)."""
+    from mdnlab.eval.c2st import c2st
+    from mdnlab.problems import SBIBMTask
+
+    (draws,) = [
+        d
+        for task, budget, k, method, d in run_pairs(args.runs, 10**6, [args.task])
+        if (budget, k, method) == (args.budget, args.observation, args.method)
+    ]
+    reference = SBIBMTask(args.task).reference_samples(args.observation)[: len(draws)]
+    draws = draws[: len(reference)]
+    start = time.perf_counter()
+    theirs = [sbibm_c2st(reference, draws, seed) for seed in range(1, args.seeds + 1)]
+    sbibm_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    copies = (args.seeds, -1, -1)
+    ours = c2st(reference.expand(*copies), draws.expand(*copies), seed=1).tolist()
+    stacked_seconds = time.perf_counter() - start
+
+    def summary(values: list[float]) -> dict:
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"mean": round(mean, 4), "sd": round(sd, 4), "se": round(sd / len(values) ** 0.5, 4)}
+
+    report = {
+        "machine": machine.cpu(),
+        "pair": [args.task, args.budget, args.observation, args.method, len(reference)],
+        "sbibm": {**summary(theirs), "values": [round(v, 4) for v in theirs], "seconds": round(sbibm_seconds)},
+        "stacked": {**summary(ours), "values": [round(v, 4) for v in ours], "seconds": round(stacked_seconds)},
+    }
+    print(json.dumps(report, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -149,8 +188,16 @@ def main() -> None:
     same.add_argument("--runs", type=Path, required=True, help="make sbi's --out")
     same.add_argument("--max", type=int, default=32, help="pairs from the runs")
     same.add_argument("--out", type=Path, default=None, help="the table, for the docs")
+    same.add_argument("--tasks", nargs="*", default=None, help="only these tasks' runs")
+    spread = modes.add_parser("seeds")
+    spread.add_argument("--runs", type=Path, required=True, help="make sbi's --out")
+    spread.add_argument("--task", required=True)
+    spread.add_argument("--budget", type=int, required=True)
+    spread.add_argument("--observation", type=int, required=True)
+    spread.add_argument("--method", default="mdn")
+    spread.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
-    speed(args) if args.mode == "speed" else agree(args)
+    {"speed": speed, "agree": agree, "seeds": seeds}[args.mode](args)
 
 
 if __name__ == "__main__":
