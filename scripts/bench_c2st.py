@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -163,9 +164,8 @@ def seeds(args: argparse.Namespace) -> None:
     stacked_seconds = time.perf_counter() - start
 
     def summary(values: list[float]) -> dict:
-        mean = sum(values) / len(values)
-        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-        return {"mean": round(mean, 4), "sd": round(sd, 4), "se": round(sd / len(values) ** 0.5, 4)}
+        sd = statistics.stdev(values)
+        return {"mean": round(statistics.mean(values), 4), "sd": round(sd, 4), "se": round(sd / len(values) ** 0.5, 4)}
 
     report = {
         "machine": machine.cpu(),
