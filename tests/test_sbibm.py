@@ -133,6 +133,73 @@ def test_the_transformed_posterior_stays_in_the_box_with_the_change_of_variables
     assert torch.allclose(posterior.marginal_log_prob([0, 1], pair), posterior.log_prob(pair))
 
 
+class FixedMixture:
+    """A model whose predictive mixture is given: one row per input."""
+
+    device, dtype = torch.device("cpu"), torch.float64
+
+    def __init__(self, mixture) -> None:
+        self.mixture = mixture
+
+    def eval(self) -> "FixedMixture":
+        return self
+
+    def predictive_mixture(self, inputs):
+        return self.mixture
+
+
+def three_mixtures(full: bool):
+    """Three inputs' 2-component mixtures over 2-D θ, near and across two_moons' box [-1, 1]²
+    (a component centred left of it, one right of it)."""
+    from mdnlab.mixtures import Mixture
+
+    logits = torch.tensor([[0.3, -0.2], [0.0, 1.0], [2.0, 0.0]], dtype=torch.float64)
+    mu = torch.tensor([[[0.5, -1.0], [2.0, 0.1]], [[0.0, 0.0], [-1.6, 0.8]], [[1.5, 1.5], [0.2, -0.3]]]).double()
+    sigma = torch.tensor([[[0.7, 1.3], [0.4, 0.9]], [[0.3, 0.2], [1.0, 2.0]], [[0.5, 0.5], [0.3, 0.6]]]).double()
+    if not full:
+        return Mixture(logits, mu, sigma)
+    cholesky = torch.diag_embed(sigma)
+    cholesky[..., 1, 0] = 0.6 * sigma[..., 0]  # correlated components
+    return Mixture(logits, mu, cholesky)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_mass_in_the_box_is_that_of_the_mixtures_own_draws(two_moons, full):
+    from mdnlab.eval.posterior import support_mass
+
+    mixture = three_mixtures(full)
+    support = two_moons.prior().support
+    draws = mixture.distribution().sample((200_000,))  # torch.distributions as the reference
+    expected = support.check(draws).double().mean(0)
+    mass = support_mass(mixture, support, torch.Generator().manual_seed(0))
+    assert mass.shape == (3,)
+    tolerance = 0.035 if full else 0.004  # 2,000 draws an input (sd ≤ 0.011) against the closed form
+    assert torch.allclose(mass, expected, atol=tolerance), (mass, expected)
+    assert torch.equal(support_mass(mixture, support, torch.Generator().manual_seed(0)), mass)
+
+
+@pytest.mark.parametrize("support", ["transform", "reject"])
+def test_the_nll_of_theta_is_in_thetas_own_units_for_either_support(support):
+    pytest.importorskip("sbibm")
+    from torch.distributions import TransformedDistribution
+
+    from mdnlab.eval.posterior import theta_nll
+    from mdnlab.problems import SBIBMTask
+
+    task = SBIBMTask("two_moons", support)
+    mixture = three_mixtures(full=False)
+    theta = torch.tensor([[0.2, -0.5], [-0.9, 0.7], [0.6, 0.6]], dtype=torch.float64)
+    targets = task.transform().inv(theta)  # what the data module hands over: the fitted coordinates
+    nll = theta_nll(FixedMixture(mixture), task, torch.zeros(3, 2), targets)
+    if support == "transform":  # a density over θ through the change of variables
+        log_q = TransformedDistribution(mixture.distribution(), [task.transform()]).log_prob(theta)
+        assert nll == pytest.approx(-float(log_q.mean()), rel=1e-9)
+    else:  # the mixture over θ itself, renormalised by its mass in the box (from 200,000 draws)
+        draws = mixture.distribution().sample((200_000,))
+        log_q = mixture.distribution().log_prob(theta) - task.prior().support.check(draws).double().mean(0).log()
+        assert nll == pytest.approx(-float(log_q.mean()), abs=0.01)
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [
@@ -183,6 +250,15 @@ def test_a_tiny_budget_trains_and_scores_every_observation(tmp_path):
     draws = torch.load(run / "posterior_samples.pt")
     assert sorted(draws) == [1, 4, 7] and draws[1].shape == (1000, 2)
     assert all(bool(((d > -1) & (d < 1)).all()) for d in draws.values())  # inside the prior's box
+    # the NLL of θ in its own units: the fitted coordinates' NLL with the change of variables
+    from mdnlab.data import SBIBMDataModule
+
+    data = SBIBMDataModule("two_moons", num_simulations=1000, seed=0)
+    data.prepare_splits()
+    inner = data.raw["test"][1].double()
+    log_det = data.task.transform().log_abs_det_jacobian(inner, data.task.transform()(inner)).mean()
+    assert metrics["test/nll_theta"] == pytest.approx(metrics["test/nll"] + float(log_det), abs=1e-4)
+    assert math.isfinite(metrics["val/nll_theta"])
 
 
 def test_sbis_calibration_checks_accept_the_mdn_as_a_posterior(two_moons):
@@ -248,3 +324,34 @@ def test_make_sbi_refuses_bad_options_in_one_line_and_writes_nothing(tmp_path, m
     message = str(exited.value.code)
     assert message.startswith("error: ") and line in message and "\n" not in message  # exits 1 with this line
     assert not out.exists()
+
+
+def test_the_recipe_search_chooses_the_support_by_the_nll_of_theta(tmp_path, monkeypatch):
+    from conftest import REPO
+    from omegaconf import OmegaConf
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import sbi_search
+
+    def row(number, state, value, theta, components):
+        return {
+            "number": number,
+            "state": state,
+            "value": value,
+            "theta": theta,
+            "params": {"model.n_gaussians": components},
+        }
+
+    # the fitted coordinates' NLLs differ in scale between supports: only val NLL θ is compared
+    searches = {
+        "transform": [row(0, "complete", 0.59, -2.01, 20), row(1, "pruned", 0.78, None, 10) | {"step": 15}],
+        "reject": [row(0, "complete", -2.42, -1.95, 3), row(1, "complete", -2.20, -2.27, 10)],
+    }
+    recipe = tmp_path / "two_moons_1000.yaml"
+    chosen = sbi_search.write_recipe("two_moons", 1000, searches, 60.0, recipe, [])
+    assert (chosen["support"], chosen["theta"], chosen["params"]) == ("reject", -2.27, {"model.n_gaussians": 10})
+    written = OmegaConf.load(recipe)
+    assert written.data.support == "reject" and written.model.n_gaussians == 10
+    header = [line for line in recipe.read_text().splitlines() if line.startswith("#")]
+    assert "# data.support=transform: best val NLL θ -2.0100; every trial, best first:" in header
+    assert any(line.split()[1:5] == ["1", "pruned", "0.7800", "@15"] for line in header)

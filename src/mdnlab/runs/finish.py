@@ -8,6 +8,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -19,16 +20,16 @@ from mdnlab.runs import rundir
 class Fit:
     """What a finished fit hands on: its loggers, how far it went, its best checkpoint."""
 
-    loggers: list
+    loggers: list[Any]
     global_step: int
     epochs: int
     seconds: float
     best_path: str = ""  # the best checkpoint on val/<metric>, if one was written
     best_score: float | None = None  # its val/<metric>, else the last one measured, if any
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of_trainer(cls, trainer, metric: str, seconds: float) -> "Fit":
+    def of_trainer(cls, trainer: Any, metric: str, seconds: float) -> "Fit":
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_score", None) if checkpoint else None
         if best is None:
@@ -51,7 +52,7 @@ class Fit:
         )
 
 
-def finish(cfg: DictConfig, fit: Fit, model, datamodule) -> dict[str, float]:
+def finish(cfg: DictConfig, fit: Fit, model: Any, datamodule: Any) -> dict[str, float]:
     """Score the chosen checkpoint, record the results, log them, draw the figures."""
     run_dir = Path(cfg.paths.output_dir)
     tested_path = choose_checkpoint(cfg, fit)
@@ -116,13 +117,13 @@ def choose_checkpoint(cfg: DictConfig, fit: Fit) -> str:
     return fit.best_path or ""
 
 
-def _load(path: str):
+def _load(path: str) -> Any:
     from mdnlab import checkpoint
 
     return checkpoint.load(path)[0]
 
 
-def score(model, datamodule, fit: Fit, metric: str) -> dict[str, float]:
+def score(model: Any, datamodule: Any, fit: Fit, metric: str) -> dict[str, float]:
     """Test metrics of ``model``, with the best validation score and the training length."""
     from mdnlab.eval.metrics import evaluate
 
@@ -133,10 +134,11 @@ def score(model, datamodule, fit: Fit, metric: str) -> dict[str, float]:
     return metrics
 
 
-def score_posterior(model, datamodule, run_dir: Path, seed: int) -> tuple[dict[str, float], dict]:
+def score_posterior(model: Any, datamodule: Any, run_dir: Path, seed: int) -> tuple[dict[str, float], dict[int, Any]]:
     """The posterior's scores at each observation (``eval.posterior``), written before the
     run's record: posterior.csv (one row per observation) and posterior_samples.pt (the draws,
-    {observation: (n, D) tensor}, so that tables rebuild without retraining)."""
+    {observation: (n, D) tensor}, so that tables rebuild without retraining). With them,
+    val/nll_theta and test/nll_theta: the NLL of θ in its own units (``posterior.theta_nll``)."""
     import csv
     import io
 
@@ -153,10 +155,15 @@ def score_posterior(model, datamodule, run_dir: Path, seed: int) -> tuple[dict[s
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(run_dir / "posterior.csv", table.getvalue())
-    return posterior.summary(rows), draws
+    metrics = posterior.summary(rows)
+    for split in ("val", "test"):  # the NLL in θ's own units, the same for either support
+        inputs, targets = datamodule.raw[split]
+        if len(inputs):
+            metrics[f"{split}/nll_theta"] = posterior.theta_nll(model, datamodule.task, inputs, targets, seed)
+    return metrics, draws
 
 
-def draw_corners(model, datamodule, draws: dict, run_dir: Path) -> dict:
+def draw_corners(model: Any, datamodule: Any, draws: dict[int, Any], run_dir: Path) -> dict[str, Any]:
     """corner_<k>.png for each observation k: the reference against the model's draws."""
     from mdnlab.eval import figures
     from mdnlab.eval.figures.corner import corner_figure
@@ -195,21 +202,21 @@ def log_results(fit: Fit, cfg: DictConfig, metrics: dict[str, float], metric: st
             logger.log_metrics(scores, step=fit.global_step)
 
 
-def _hparams_session(writer, hparams: dict, scores: dict, step: int) -> None:
+def _hparams_session(writer: Any, hparams: dict[str, Any], scores: dict[str, float], step: int) -> None:
     """This run as one HPARAMS session, without the per-run experiment summary that Lightning's
     log_hyperparams adds: TensorBoard takes the first such summary it finds for the whole
     folder, which hides the columns other runs vary; without one it builds the table from all
     sessions and puts the hyperparameters that differ first. Written by hand for that reason."""
     from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-    _, session_start, session_end = hparams_summary(hparams, scores)
+    _, session_start, session_end = hparams_summary(hparams, scores)  # type: ignore[no-untyped-call]
     writer.file_writer.add_summary(session_start)
     writer.file_writer.add_summary(session_end)
     for name, value in scores.items():
         writer.add_scalar(name, value, step)
 
 
-def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
+def draw_figures(model: Any, datamodule: Any, run_dir: Path, seed: int) -> dict[str, Any]:
     """The figures as PNG files in <run dir>/figures; their pixels for the loggers. The
     least-squares fits they show are the project's MSERegression, fitted here."""
     from mdnlab.eval import figures
@@ -219,7 +226,7 @@ def draw_figures(model, datamodule, run_dir: Path, seed: int) -> dict:
     return figures.render_all(drawn, run_dir / "figures")
 
 
-def fit_least_squares_views(datamodule, seed: int) -> list[tuple]:
+def fit_least_squares_views(datamodule: Any, seed: int) -> list[tuple[Any, ...]]:
     """[(problem, inputs, targets, MSERegression fitted to them)] for every direction in which
     the problem reads its training split (the sinusoid: forward and inverted)."""
     from mdnlab.models import fit_least_squares
@@ -232,7 +239,7 @@ def fit_least_squares_views(datamodule, seed: int) -> list[tuple]:
     ]
 
 
-def log_figures(fit: Fit, figures: dict) -> None:
+def log_figures(fit: Fit, figures: dict[str, Any]) -> None:
     for logger in fit.loggers:
         if hasattr(logger.experiment, "add_image"):
             for name, rgb in figures.items():
