@@ -19,7 +19,9 @@ class SBIBMDataModule(ArrayDataModule):
     them validating (early stopping, the best checkpoint), the rest training; x and θ
     standardised with the training rows' statistics. The test split is ``n_test`` further
     simulations from the same seed, outside the budget: test/nll is the posterior's NLL of θ
-    over fresh draws of the prior predictive, in the fitted coordinates (θ', see ``support``).
+    over fresh draws of the prior predictive, in the fitted coordinates (θ', see ``support``),
+    and test/nll_theta (val/nll_theta on the validation split) the same in θ's own units, which
+    compares the two supports (``eval.posterior.theta_nll``).
 
     After the fit, the posterior of each observation in ``observations`` (1 to 10) is scored
     against the task's reference (``eval.posterior``): ``posterior_samples`` draws, C2ST
