@@ -111,6 +111,12 @@ def _elementwise_log_det(transform: Transform, inner: Tensor, outer: Tensor) -> 
     return log_det
 
 
+def rejection_support(task: Any) -> Any:
+    """The prior's support where the posterior rejects outside it (``support="reject"`` on a
+    bounded prior), else None."""
+    return task.prior().support if task.support == "reject" and task.bounded else None
+
+
 def support_mass(mixture: Mixture, support: Any, generator: torch.Generator) -> Tensor:
     """P_q(box) = ∫_box q(θ) dθ per input, (n,), for a box support ``independent(interval(a, b))``.
 
@@ -142,7 +148,7 @@ def theta_nll(model: Any, task: Any, inputs: Tensor, targets: Tensor, seed: int 
 
     mixture = predict(model, inputs).columns()
     theta = task.transform()(targets.double())
-    support = task.prior().support if task.support == "reject" and task.bounded else None
+    support = rejection_support(task)
     acceptance: Tensor | float = 1.0
     if support is not None:
         acceptance = support_mass(mixture, support, torch.Generator().manual_seed(int(seed)))
@@ -153,7 +159,7 @@ def posterior_at(model: Any, task: Any, x_o: Tensor) -> MixturePosterior:
     """The model's posterior at one observation x_o (1, dim_x), float64 on the CPU."""
     from mdnlab.eval.metrics import predict
 
-    support = task.prior().support if task.support == "reject" and task.bounded else None
+    support = rejection_support(task)
     return MixturePosterior(predict(model, x_o).columns(), task.transform(), support)
 
 
