@@ -139,3 +139,41 @@ def test_gradients_finite_for_full_covariance():
         p.requires_grad_(True)
     mvmixture.nll(logits, mu, scale, 100 * torch.randn(32, 2, dtype=torch.float64)).backward()
     assert all(torch.isfinite(p.grad).all() for p in (logits, mu, scale))
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_box_mass_is_the_components_cdf_differences(d):
+    """P(box) = Σ_k π_k Π_d [Φ_kd(b_d) − Φ_kd(a_d)], against torch's Normal.cdf (float64)."""
+    logits, mu, sigma = random_mixture("diag", d=d)
+    low, high = torch.full((d,), -1.0, dtype=torch.float64), torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    normal = Normal(mu, sigma)
+    expected = (torch.softmax(logits, -1) * (normal.cdf(high) - normal.cdf(low)).prod(-1)).sum(-1)
+    got = mvmixture.log_box_mass(logits, mu, sigma, low, high).exp()
+    assert torch.allclose(got, expected, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("interval", [(8.0, 9.0), (-9.0, -8.0), (-30.0, -29.5), (0.3, 0.3 + 1e-3)])
+def test_an_interval_far_in_a_tail_or_narrow_keeps_its_mass_and_gradient_in_float32(interval):
+    """log[Φ(b) − Φ(a)] for N(0, 1) in float32 where the plain difference cancels (it is 0 at
+    [8, 9]), against the standard library's erfc in float64 (accurate in the lower tail, where
+    torch's own ndtr is not), and its gradient in μ, −(φ(b) − φ(a)) / (Φ(b) − Φ(a)), as training needs."""
+    a, b = (-interval[1], -interval[0]) if interval[0] > 0 else interval  # Φ(b) − Φ(a) = Φ(−a) − Φ(−b)
+    lower_tail = lambda z: 0.5 * math.erfc(-z / math.sqrt(2))  # noqa: E731
+    mass = lower_tail(b) - lower_tail(a)
+    density = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    slope = (density(b) - density(a)) / mass * (1 if interval[0] > 0 else -1)
+    mu, sigma = torch.tensor(0.0, requires_grad=True), torch.tensor(1.0, requires_grad=True)
+    got = mvmixture.log_interval_mass(mu, sigma, torch.tensor(interval[0]), torch.tensor(interval[1]))
+    got.backward()
+    assert float(got.detach()) == pytest.approx(math.log(mass), rel=1e-5, abs=1e-4)
+    assert float(mu.grad) == pytest.approx(slope, rel=1e-3) and math.isfinite(float(sigma.grad))
+
+
+def test_the_truncated_density_integrates_to_one_over_the_box():
+    """∫_box q(t | box) dt = 1: the mean of q over uniform draws in the box times its volume."""
+    logits, mu, sigma = (p[:1] for p in random_mixture("diag", d=2))
+    low, high = torch.tensor([-1.0, -0.5], dtype=torch.float64), torch.tensor([1.5, 2.0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    points = low + (high - low) * torch.rand(400_000, 2, generator=g, dtype=torch.float64)
+    log_q = mvmixture.truncated_log_prob(logits, mu, sigma, points.unsqueeze(1), low, high)
+    assert float(log_q.exp().mean() * (high - low).prod()) == pytest.approx(1.0, abs=0.01)

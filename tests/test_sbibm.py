@@ -178,8 +178,8 @@ def test_the_mass_in_the_box_is_that_of_the_mixtures_own_draws(two_moons, full):
     assert torch.equal(support_mass(mixture, support, torch.Generator().manual_seed(0)), mass)
 
 
-@pytest.mark.parametrize("support", ["transform", "reject"])
-def test_the_nll_of_theta_is_in_thetas_own_units_for_either_support(support):
+@pytest.mark.parametrize("support", ["transform", "reject", "truncate"])
+def test_the_nll_of_theta_is_in_thetas_own_units_for_every_support(support):
     pytest.importorskip("sbibm")
     from torch.distributions import TransformedDistribution
 
@@ -194,10 +194,42 @@ def test_the_nll_of_theta_is_in_thetas_own_units_for_either_support(support):
     if support == "transform":  # a density over θ through the change of variables
         log_q = TransformedDistribution(mixture.distribution(), [task.transform()]).log_prob(theta)
         assert nll == pytest.approx(-float(log_q.mean()), rel=1e-9)
-    else:  # the mixture over θ itself, renormalised by its mass in the box (from 200,000 draws)
+    else:  # reject, truncate: the mixture over θ itself, renormalised by its mass in the box (200,000 draws)
         draws = mixture.distribution().sample((200_000,))
         log_q = mixture.distribution().log_prob(theta) - task.prior().support.check(draws).double().mean(0).log()
         assert nll == pytest.approx(-float(log_q.mean()), abs=0.01)
+
+
+def test_trained_truncated_the_validation_loss_is_the_nll_of_theta_that_scores_it():
+    """data.support=truncate: the loss the network trains and validates on, in θ's units, is the
+    NLL of θ of the posterior that is scored (the mixture restricted to the box), and the box is
+    the prior's in the standardised coordinates; full covariance is refused, naming the key."""
+    pytest.importorskip("sbibm")
+    from mdnlab.data import SBIBMDataModule
+    from mdnlab.eval.posterior import theta_nll
+    from mdnlab.models import MixtureDensityNetwork
+
+    data = SBIBMDataModule("two_moons", num_simulations=300, n_test=50, support="truncate")
+    data.setup("fit")
+    box = data.target_box()
+    s = data.standardizer
+    assert torch.allclose(box * s.target_std + s.target_mean, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    assert SBIBMDataModule("two_moons", num_simulations=300, support="reject").target_box() is None
+    torch.manual_seed(0)
+    model = MixtureDensityNetwork(input_dim=2, target_dim=2, n_gaussians=3, n_members=2)
+    model.set_standardizer(s.as_dict())
+    model.set_truncation(box)
+    x, t = data.splits["val"]
+    with torch.no_grad():
+        loss = float(model.to_original_units(model.loss(x, t)))
+    assert loss == pytest.approx(theta_nll(model, data.task, *data.raw["val"]), abs=1e-4)
+    model.set_truncation(None)
+    with torch.no_grad():  # untruncated, the same network's NLL is higher: the box binds
+        assert float(model.to_original_units(model.loss(x, t))) > loss + 0.1
+    full = MixtureDensityNetwork(input_dim=2, target_dim=2, covariance="full")
+    with pytest.raises(ConfigError) as raised:
+        full.set_truncation(box)
+    assert raised.value.key == "model.covariance" and "truncate" in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -355,3 +387,9 @@ def test_the_recipe_search_chooses_the_support_by_the_nll_of_theta(tmp_path, mon
     header = [line for line in recipe.read_text().splitlines() if line.startswith("#")]
     assert "# data.support=transform: best val NLL θ -2.0100; every trial, best first:" in header
     assert any(line.split()[1:5] == ["1", "pruned", "0.7800", "@15"] for line in header)
+    # truncate's recipe carries the diagonal covariance its search ran with
+    searches["truncate"] = [row(0, "complete", -2.31, -2.35, 3)]
+    chosen = sbi_search.write_recipe("two_moons", 1000, searches, 60.0, recipe, [])
+    written = OmegaConf.load(recipe)
+    assert chosen["support"] == "truncate" and written.data.support == "truncate"
+    assert written.model.covariance == "diag" and written.model.n_gaussians == 3

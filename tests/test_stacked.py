@@ -32,13 +32,20 @@ def _data(seeds, n=300, inputs=1, targets=1):
     return out
 
 
-@pytest.mark.parametrize("targets", [{}, {"target_dim": 3, "covariance": "full"}])
+@pytest.mark.parametrize("targets", [{}, {"target_dim": 3, "covariance": "full"}, {"target_dim": 2, "truncate": True}])
 def test_the_losses_of_some_models_are_theirs_in_the_whole_stack_with_the_same_gradients(targets):
     """Once most models have stopped the loop computes only the rest: the same losses, and the
-    same gradients for them (none for the stopped), as the whole stack's."""
+    same gradients for them (none for the stopped), as the whole stack's (truncated too: each
+    model its own box)."""
     from mdnlab.training.stacked_loop import _stack
 
-    stack = StackedMDN(_models(range(5), n_members=2, hidden_size=6, n_hidden_layers=2, **targets))
+    targets = dict(targets)
+    truncate = targets.pop("truncate", False)
+    models = _models(range(5), n_members=2, hidden_size=6, n_hidden_layers=2, **targets)
+    if truncate:
+        for i, model in enumerate(models):
+            model.set_truncation(torch.tensor([[-1.5 - 0.1 * i], [1.4 + 0.1 * i]]).expand(2, 2))
+    stack = StackedMDN(models)
     x, t = _stack(_data(range(5), n=40, targets=targets.get("target_dim", 1)))
     some = torch.tensor([1, 4])
     whole = stack.training_losses(x, t)
@@ -63,19 +70,29 @@ def test_the_losses_of_some_models_are_theirs_in_the_whole_stack_with_the_same_g
         ({"target_dim": 2, "n_members": 2, "input_dim": 3}, torch.optim.Adam),
         ({"target_dim": 4, "covariance": "full", "sigma_transform": "softplus", "min_sigma": 0.01}, torch.optim.Adam),
         ({"target_dim": 3, "covariance": "full", "n_members": 2, "adversarial": 0.01}, torch.optim.AdamW),
+        ({"target_dim": 3, "n_members": 2, "truncate": True}, torch.optim.Adam),
+        ({"truncate": True, "sigma_transform": "softplus", "min_sigma": 0.01}, torch.optim.AdamW),
     ],
 )
 def test_stacked_models_train_as_each_would_alone(settings, optimizer):
     """100 steps, each model its own data, learning rate and weight decay: every loss within
     1e-5 of the same model trained alone by torch's own optimiser; for D targets, with
-    diagonal and full covariance, and adversarial training (each model its own input range)."""
+    diagonal and full covariance, adversarial training (each model its own input range), and
+    the density truncated to a box (each model its own, tight around its targets)."""
     # learning rates where 100 steps stay stable: past one, float rounding grows chaotically
     seeds, lrs, decays = [0, 1, 2], [1e-3, 2e-3, 3e-3], [0.0, 1e-3, 1e-2]
+    settings = dict(settings)
+    truncate = settings.pop("truncate", False)
     data = _data(seeds, inputs=settings.get("input_dim", 1), targets=settings.get("target_dim", 1))
+    boxes = [torch.stack([y.min(0).values - 0.05, y.max(0).values + 0.05]) if truncate else None for _, y in data]
     alone = _models(seeds, **settings)
-    for model, (x, _) in zip(alone, data):
+    for model, (x, _), box in zip(alone, data, boxes):
         model.input_range.copy_(x.max(0).values - x.min(0).values)
-    stack = StackedMDN(_models(seeds, **settings))
+        model.set_truncation(box)
+    stacked = _models(seeds, **settings)
+    for model, box in zip(stacked, boxes):
+        model.set_truncation(box)
+    stack = StackedMDN(stacked)
     stack.input_steps.copy_(
         settings.get("adversarial", 0.0) * torch.stack([m.input_range for m in alone]).unsqueeze(-1)
     )
@@ -105,9 +122,15 @@ def test_stacked_models_train_as_each_would_alone(settings, optimizer):
     assert got == pytest.approx(expected, abs=1e-5)
     for index, (model, (x, y)) in enumerate(zip(alone, data)):
         exported = stack.export(index, _models([99], **settings)[0])
-        exported.input_range.copy_(model.input_range)  # not a weight: what training's setup sets
+        exported.input_range.copy_(model.input_range)  # not weights: what training's setup sets
+        exported.set_truncation(boxes[index])
         assert float(exported.training_loss(x, y)) == pytest.approx(expected[index], abs=1e-5)
-        predictive = float(-model(x).log_prob(y).mean())
+        log_p = model(x).log_prob(y)
+        if truncate:  # the prediction (an ensemble's mixture of its members) truncated as a whole
+            log_p = log_p - model(x).log_box_mass(*boxes[index])
+            assert float(-log_p.mean()) < float(-model(x).log_prob(y).mean()) - 0.01  # the box binds
+        predictive = float(-log_p.mean())
+        assert float(model.loss(x, y)) == pytest.approx(predictive, abs=1e-5)
         assert float(stack.validation_losses(inputs, targets)[index]) == pytest.approx(predictive, abs=1e-5)
 
 

@@ -119,6 +119,12 @@ class ArrayDataModule(L.LightningDataModule):
         inputs = self.raw["train"][0]
         return (inputs.amax(0) - inputs.amin(0)) / self.standardizer.input_std
 
+    def target_box(self) -> Tensor | None:
+        """(2, target_dim): the box (low, high) that the targets' density is truncated to during
+        training, in standardised units, or None (no truncation; every problem but a truncated
+        sbibm prior)."""
+        return None
+
     def standardize(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         s = self.standardizer
         return (inputs - s.input_mean) / s.input_std, (targets - s.target_mean) / s.target_std

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from mdnlab.data.array import ArrayDataModule
@@ -19,9 +20,10 @@ class SBIBMDataModule(ArrayDataModule):
     them validating (early stopping, the best checkpoint), the rest training; x and θ
     standardised with the training rows' statistics. The test split is ``n_test`` further
     simulations from the same seed, outside the budget: test/nll is the posterior's NLL of θ
-    over fresh draws of the prior predictive, in the fitted coordinates (θ', see ``support``),
+    over fresh draws of the prior predictive, in the fitted coordinates (θ', see ``support``;
+    with ``support="truncate"``, of the truncated density, ``target_box``),
     and test/nll_theta (val/nll_theta on the validation split) the same in θ's own units, which
-    compares the two supports (``eval.posterior.theta_nll``).
+    compares the supports (``eval.posterior.theta_nll``).
 
     After the fit, the posterior of each observation in ``observations`` (1 to 10) is scored
     against the task's reference (``eval.posterior``): ``posterior_samples`` draws, C2ST
@@ -88,6 +90,16 @@ class SBIBMDataModule(ArrayDataModule):
             "c2st_samples": hp["c2st_samples"],
             "with_mmd": bool(hp["mmd"]),
         }
+
+    def target_box(self) -> Tensor | None:
+        """The prior's box in standardised units where ``support="truncate"``, else None."""
+        box = self.task.box()
+        if box is None:
+            return None
+        self.prepare_splits()
+        s = self.standardizer
+        assert s is not None  # prepare_splits fits it
+        return torch.stack([(bound - s.target_mean) / s.target_std for bound in box])
 
     def draw(self) -> dict[str, tuple[Tensor, Tensor]]:
         hp = self.hparams

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, special
+from torch import Tensor
 from torch.distributions import Transform
 from torch.distributions.transforms import identity_transform
 
@@ -112,9 +112,9 @@ def _elementwise_log_det(transform: Transform, inner: Tensor, outer: Tensor) -> 
 
 
 def rejection_support(task: Any) -> Any:
-    """The prior's support where the posterior rejects outside it (``support="reject"`` on a
-    bounded prior), else None."""
-    return task.prior().support if task.support == "reject" and task.bounded else None
+    """The prior's support where the posterior rejects outside it (``support="reject"`` or
+    ``"truncate"`` on a bounded prior), else None."""
+    return task.prior().support if task.support in ("reject", "truncate") and task.bounded else None
 
 
 def support_mass(mixture: Mixture, support: Any, generator: torch.Generator) -> Tensor:
@@ -126,12 +126,7 @@ def support_mass(mixture: Mixture, support: Any, generator: torch.Generator) -> 
     base = support.base_constraint
     low, high = base.lower_bound.to(mixture.mu), base.upper_bound.to(mixture.mu)
     if not mixture.full_covariance:
-        upper, lower = (high - mixture.mu) / mixture.scale, (low - mixture.mu) / mixture.scale
-        # Φ(u) − Φ(l) from the nearer tail, where it does not cancel: 1 − Φ(z) = Φ(−z)
-        right = lower > 0
-        box = torch.where(right, special.ndtr(-lower) - special.ndtr(-upper), special.ndtr(upper) - special.ndtr(lower))
-        log_mass = box.clamp_min(torch.finfo(box.dtype).tiny).log().sum(-1)
-        return torch.logsumexp(torch.log_softmax(mixture.logits, -1) + log_mass, -1).exp()
+        return mixture.log_box_mass(low, high).exp()
     masses = []
     for start in range(0, len(mixture.logits), ROWS_PER_CHUNK):
         draws = mixture.rows(slice(start, start + ROWS_PER_CHUNK)).sample(SUPPORT_DRAWS, generator=generator)
@@ -142,7 +137,7 @@ def support_mass(mixture: Mixture, support: Any, generator: torch.Generator) -> 
 def theta_nll(model: Any, task: Any, inputs: Tensor, targets: Tensor, seed: int = 0) -> float:
     """The mean −log q(θ_i | x_i) over simulations (x_i, θ_i) in θ's own units, ``targets`` in
     the fitted coordinates (``task.sample``'s). The fitted NLL (val/nll) is in T⁻¹'s coordinates,
-    which differ between supports; this one is the same density for both, so that the recipe
+    which differ between supports; this one is the same density for all, so that the recipe
     search can choose the support on validation simulations."""
     from mdnlab.eval.metrics import predict
 

@@ -81,6 +81,14 @@ class Mixture(NamedTuple):
             return mixture.log_prob(*self, target)
         return mvmixture.log_prob(*self, target)
 
+    def log_box_mass(self, low: Tensor, high: Tensor) -> Tensor:
+        """log P(t ∈ Π_d [low_d, high_d]) per input (``mvmixture.log_box_mass``), one value per
+        target in each bound; diagonal covariance (or one target) only: a box's mass under a
+        correlated Gaussian has no closed form."""
+        if self.full_covariance:
+            raise ValueError("a box's mass needs diagonal covariance")
+        return mvmixture.log_box_mass(*self.columns(), low, high)
+
     def cdf(self, target: Tensor) -> Tensor:
         """F(t) = Σ_k π_k Φ((t − μ_k)/σ_k) of a one-target mixture (a marginal, for D targets)."""
         if not self.univariate:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, special
 
 from mdnlab.mixtures.mixture import choose_components
 
@@ -48,6 +48,36 @@ def log_prob(logits: Tensor, mu: Tensor, scale: Tensor, target: Tensor) -> Tenso
 def nll(logits: Tensor, mu: Tensor, scale: Tensor, target: Tensor) -> Tensor:
     """Mean negative log-likelihood −(1/N) Σ_n log p(t_n | x_n), in nats."""
     return -log_prob(logits, mu, scale, target).mean()
+
+
+def log_interval_mass(mu: Tensor, sigma: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """log P(a ≤ t ≤ b) = log[Φ((b − μ)/σ) − Φ((a − μ)/σ)] elementwise, for finite bounds.
+
+    Computed from the nearer tail (1 − Φ(z) = Φ(−z): both ends mirrored when the interval lies
+    above the mean) as log Φ(β) + log(1 − exp(log Φ(α) − log Φ(β))) with α ≤ 0, so neither the
+    difference nor its gradient cancels when the interval sits far out in a tail."""
+    upper, lower = (high - mu) / sigma, (low - mu) / sigma
+    mirrored = lower > 0
+    alpha, beta = torch.where(mirrored, -upper, lower), torch.where(mirrored, -lower, upper)
+    log_beta: Tensor = special.log_ndtr(beta)
+    # clamped, not log(0): an interval narrower than float resolution would give an infinite gradient
+    gap = (-torch.expm1(special.log_ndtr(alpha) - log_beta)).clamp_min(torch.finfo(mu.dtype).tiny)
+    return log_beta + torch.log(gap)
+
+
+def log_box_mass(logits: Tensor, mu: Tensor, sigma: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """log P(t ∈ box) = logsumexp_k [log π_k + Σ_d log(Φ((b_d − μ_kd)/σ_kd) − Φ((a_d − μ_kd)/σ_kd))]
+    for a diagonal mixture (μ, σ (..., K, D)) and the box Π_d [a_d, b_d] (``low``, ``high``
+    broadcasting against (..., K, D)); shape (...). No closed form with full covariance."""
+    per_component = log_interval_mass(mu, sigma, low, high).sum(-1)
+    log_mass: Tensor = torch.logsumexp(torch.log_softmax(logits, -1) + per_component, -1)
+    return log_mass
+
+
+def truncated_log_prob(logits: Tensor, mu: Tensor, sigma: Tensor, target: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """log q(t | t ∈ box) = log p(t) − log P(t ∈ box) for a diagonal mixture, at ``target``
+    (..., D) inside the box (outside it the truncated density is 0: not checked here)."""
+    return log_prob(logits, mu, sigma, target) - log_box_mass(logits, mu, sigma, low, high)
 
 
 def covariances(mu: Tensor, scale: Tensor) -> Tensor:

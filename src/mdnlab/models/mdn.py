@@ -49,6 +49,16 @@ class MixtureDensityNetwork(Regressor):
     halved, so train/nll stays on the NLL's scale; Adam's steps do not depend on the scale).
     Each member gets its own x'. A step costs about two plain steps (a second forward and
     backward, and a gradient with respect to the inputs).
+
+    With a box B (``set_truncation``; the data module's ``target_box``, an sbibm prior with
+    ``data.support=truncate``), the density is the mixture truncated to it, trained and validated
+    as such (an ensemble: each member its own truncated NLL; the prediction, their mixture
+    truncated as a whole):
+
+        −log q(t | x, B) = −log p(t | x) + log P_p(B | x),   P_p(B | x) = ∫_B p(t | x) dt,
+
+    in closed form for diagonal covariance (``mvmixture.log_box_mass``); ``predictive_mixture``
+    stays the untruncated mixture, which the caller restricts to B (``eval.posterior``).
     """
 
     metric = "nll"
@@ -90,6 +100,9 @@ class MixtureDensityNetwork(Regressor):
         self.adversarial = float(adversarial)
         # each input's training range, standardised (set in setup); not saved: only training reads it
         self.register_buffer("input_range", torch.ones(input_dim), persistent=False)
+        # the box (2, D) the density is truncated to, standardised (set_truncation); None: none
+        self.truncation: Tensor | None
+        self.register_buffer("truncation", None, persistent=False)
         self.full_covariance = covariance == "full" and target_dim > 1
         self._sigma = torch.exp if sigma_transform == "exp" else nn.functional.softplus
         k, d = n_gaussians, target_dim
@@ -111,6 +124,18 @@ class MixtureDensityNetwork(Regressor):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage == "fit" and datamodule is not None:
             self.input_range.copy_(datamodule.input_range())
+            self.set_truncation(datamodule.target_box())
+
+    def set_truncation(self, box: Tensor | None) -> None:
+        """Train and validate on the density truncated to ``box`` (2, D) (low, high; standardised
+        units), or untruncated (None)."""
+        if box is not None and self.full_covariance:
+            raise ConfigError(
+                "model.covariance",
+                "full",
+                "diag with data.support=truncate (a box's mass under a full-covariance Gaussian has no closed form)",
+            )
+        self.truncation = None if box is None else box.to(self.input_mean)
 
     def _per_member(self, x: Tensor) -> Tensor:
         """Inputs (N, D) as (M, N, D) for an ensemble, one copy per member (unchanged if they
@@ -151,7 +176,11 @@ class MixtureDensityNetwork(Regressor):
         """The predictive mixture's NLL (standardised units): what val/nll reports."""
         if self.n_members == 1:
             return self.training_loss(x, y)
-        return -self(x).log_prob(y).mean()
+        mixture = self(x)
+        log_p = mixture.log_prob(y)
+        if self.truncation is not None:
+            log_p = log_p - mixture.log_box_mass(*self.truncation)
+        return -log_p.mean()
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """Each member's own NLL, averaged over members (for one model, the NLL itself); with
@@ -166,6 +195,10 @@ class MixtureDensityNetwork(Regressor):
         return (clean + self._members_nll(moved, y)) / 2
 
     def _members_nll(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.truncation is not None:
+            mixture = self.member_parameters(x)
+            members = y if self.n_members == 1 else y.unsqueeze(0).expand(self.n_members, *y.shape)
+            return -(mixture.log_prob(members) - mixture.log_box_mass(*self.truncation)).mean()
         if self.target_dim == 1:
             return self._component_major_nll(x, y)
         members = y if self.n_members == 1 else y.unsqueeze(0).expand(self.n_members, *y.shape)

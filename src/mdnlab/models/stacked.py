@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence, cast
 import torch
 from torch import Tensor, nn
 
+from mdnlab.mixtures import mvmixture
 from mdnlab.mixtures.mixture import LOG_SQRT_2PI
 from mdnlab.models.layers import MemberLinear
 from mdnlab.models.mdn import MixtureDensityNetwork
@@ -47,7 +48,11 @@ class StackedMDN(nn.Module):
     both in standardised units (the single model's ``training_loss`` and ``loss``). With the
     models' ``adversarial`` ε > 0, the training loss is the single model's too: the mean of each
     member's NLL at its inputs and at its adversarial inputs x + ε·range·sign(∇_x NLL), where
-    ``input_steps`` (S, input_dim, 1) holds ε·range for each model's own training split.
+    ``input_steps`` (S, input_dim, 1) holds ε·range for each model's own training split. With the
+    models' truncation boxes (``MixtureDensityNetwork.set_truncation``, each model its own, as
+    its standardisation differs), both losses are of the truncated density, the single model's:
+    log p_m(t) − log P_m(box) for each member, and for the ensemble's prediction
+    logsumexp_m log p_m(t) − logsumexp_m log P_m(box) (its mixture, truncated as a whole).
     """
 
     def __init__(self, models: Sequence[MixtureDensityNetwork]) -> None:
@@ -62,6 +67,15 @@ class StackedMDN(nn.Module):
         self.input_steps: Tensor
         self.register_buffer(
             "input_steps", torch.zeros(self.n_models, cast(Tensor, first.input_range).shape[0], 1), persistent=False
+        )
+        boxes = [m.truncation for m in models if m.truncation is not None]
+        if len(boxes) not in (0, len(models)):
+            raise ValueError("stacked models are all truncated or none")
+        self.boxes: Tensor | None  # (B, D, 2): each member network's (low, high), standardised
+        self.register_buffer(
+            "boxes",
+            torch.stack(boxes).transpose(1, 2).repeat_interleave(self.n_members, 0) if boxes else None,
+            persistent=False,
         )
         self.sigma_transform = str(first.hparams["sigma_transform"])
         self.activation = type(first.trunk[1])()
@@ -91,9 +105,9 @@ class StackedMDN(nn.Module):
 
     def _log_terms(
         self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        """(logsumexp_k z_k, logsumexp_k (z_k − ½‖z_k‖² − Σ_d log σ_kd)) per member and point,
-        (B, N) each: log p_m(t_n) = second − first − ½ D log 2π."""
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(logsumexp_k z_k, logsumexp_k (z_k − ½‖z_k‖² − Σ_d log σ_kd), log P_m(box) or None) per
+        member and point, (B, N) each: log p_m(t_n) = second − first − ½ D log 2π."""
         logits, mu, sigma_raw, *lower = torch.split(self.outputs(inputs, models, per_member), self.sizes, dim=1)
         if self.sigma_transform == "exp" and not self.min_sigma:
             log_sigma = sigma_raw
@@ -102,15 +116,29 @@ class StackedMDN(nn.Module):
             log_sigma = torch.log(sigma + self.min_sigma)
         if self.n_members > 1:
             targets = targets.repeat_interleave(self.n_members, dim=0)
+        shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
         if self.target_dim == 1:
             z = (targets - mu) * torch.exp(-log_sigma)
             joint = logits - 0.5 * z * z - log_sigma
         else:
-            shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
             mu, log_sigma = mu.view(shape), log_sigma.view(shape)
             z = self._whitened(targets.unsqueeze(1) - mu, torch.exp(-log_sigma), lower[0] if lower else None)
             joint = logits - 0.5 * (z * z).sum(2) - log_sigma.sum(2)
-        return torch.logsumexp(logits, 1), torch.logsumexp(joint, 1)
+        return torch.logsumexp(logits, 1), torch.logsumexp(joint, 1), self._log_box_mass(logits, mu, log_sigma, models)
+
+    def _log_box_mass(self, logits: Tensor, mu: Tensor, log_sigma: Tensor, models: Tensor | None) -> Tensor | None:
+        """log P_m(box | x_n) = logsumexp_k [log π_k + Σ_d log(Φ(u_kd) − Φ(l_kd))], (B, N), for a
+        truncated stack (``mvmixture.log_interval_mass``, in this layout), else None."""
+        if self.boxes is None:
+            return None
+        boxes = self.boxes
+        if models is not None:
+            offsets = torch.arange(self.n_members, device=models.device)
+            boxes = boxes[(models.view(-1, 1) * self.n_members + offsets).view(-1)]
+        shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
+        low, high = boxes[..., 0].view(-1, 1, self.target_dim, 1), boxes[..., 1].view(-1, 1, self.target_dim, 1)
+        per_dim = mvmixture.log_interval_mass(mu.view(shape), torch.exp(log_sigma.view(shape)), low, high)
+        return torch.logsumexp(torch.log_softmax(logits, 1) + per_dim.sum(2), 1)
 
     def _whitened(self, diff: Tensor, inverse_sigma: Tensor, below: Tensor | None) -> Tensor:
         """z = L⁻¹ (t − μ), (B, K, D, N), by forward substitution: z_i = (r_i − Σ_{j<i} L_ij z_j) / L_ii,
@@ -146,8 +174,9 @@ class StackedMDN(nn.Module):
     def _member_nlls(
         self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
     ) -> Tensor:
-        normaliser, joint = self._log_terms(inputs, targets, models, per_member)
-        per_member_nll = (normaliser - joint).mean(-1) + self.target_dim * LOG_SQRT_2PI
+        normaliser, joint, log_mass = self._log_terms(inputs, targets, models, per_member)
+        nll = normaliser - joint if log_mass is None else normaliser - joint + log_mass
+        per_member_nll = nll.mean(-1) + self.target_dim * LOG_SQRT_2PI
         return per_member_nll.view(-1, self.n_members).mean(1)
 
     def compiled_training_losses(self) -> Callable[..., Tensor]:
@@ -159,9 +188,13 @@ class StackedMDN(nn.Module):
     @torch.no_grad()
     def validation_losses(self, inputs: Tensor, targets: Tensor) -> Tensor:
         """Each model's predictive NLL (S,): for an ensemble, of the mixture of its members."""
-        normaliser, joint = self._log_terms(inputs, targets)
+        normaliser, joint, log_mass = self._log_terms(inputs, targets)
         log_p = (joint - normaliser).view(self.n_models, self.n_members, -1)
         log_p = torch.logsumexp(log_p, 1) - math.log(self.n_members)
+        if log_mass is not None:  # the members' mixture's mass: (1/M) Σ_m P_m
+            log_p = log_p - (
+                torch.logsumexp(log_mass.view(self.n_models, self.n_members, -1), 1) - math.log(self.n_members)
+            )
         return -log_p.mean(-1) + self.target_dim * LOG_SQRT_2PI
 
     @torch.no_grad()

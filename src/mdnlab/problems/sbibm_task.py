@@ -15,7 +15,13 @@ and puts no mass outside the box:
     q(θ | x) = q'(T⁻¹(θ) | x) · |det ∂T⁻¹(θ)/∂θ|.
 
 With ``support="reject"`` the targets are θ itself and the posterior keeps only draws inside the
-support, its density renormalised by the acceptance rate (``eval.posterior``).
+support, its density renormalised by the acceptance rate (``eval.posterior``). ``support="truncate"``
+scores the same way, but the network is also trained on that truncated density,
+
+    −log q(θ | x) + log P_q(box | x),
+
+in closed form for diagonal covariance (``mixtures.mvmixture.log_box_mass``), so that it fits a
+posterior cut by the box rather than an untruncated one that the box then cuts.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ TASKS = (
     "bernoulli_glm_raw",
 )
 JULIA_TASKS = ("sir", "lotka_volterra")  # their simulators are Julia's (sbibm's diffeqtorch)
-SUPPORTS = ("transform", "reject")
+SUPPORTS = ("transform", "reject", "truncate")
 OBSERVATIONS = tuple(range(1, 11))
 MIN_SIMULATIONS = 100
 INSTALL_HINT = "the sbi extra installed (make install EXTRAS=dev,sbi)"
@@ -139,11 +145,19 @@ class SBIBMTask:
 
     def transform(self) -> Transform:
         """T: θ' ↦ θ, the bijection from R^D onto the prior's support (identity where it is R^D,
-        or with ``support="reject"``)."""
-        if self.support == "reject" or not self.bounded:
+        or where the posterior rejects: ``support="reject"`` or ``"truncate"``)."""
+        if self.support != "transform" or not self.bounded:
             return torch.distributions.transforms.identity_transform
         transform: Transform = biject_to(self.prior().support)
         return transform
+
+    def box(self) -> tuple[Tensor, Tensor] | None:
+        """(low, high), (D,) each, the prior's box where the network trains on the density truncated
+        to it (``support="truncate"`` on a box prior), else None."""
+        if self.support != "truncate" or not self.bounded:
+            return None
+        base: Any = getattr(self.prior().support, "base_constraint")  # noqa: B009 - independent(interval(a, b))
+        return base.lower_bound.float(), base.upper_bound.float()
 
     def simulate(self, n: int, seed: int, then: int = 0) -> tuple[Tensor, Tensor]:
         """n draws (x (n, dim_x), θ (n, D)), θ from the prior and x from the simulator, float32,

@@ -45,6 +45,7 @@ def prepare(job: Job, device: torch.device) -> dict[str, float] | None:
     job.datamodule.setup("fit")
     job.datamodule.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in job.datamodule.splits.items()}
     job.model.set_standardizer(job.datamodule.standardizer.as_dict())
+    job.model.set_truncation(job.datamodule.target_box())
     rundir.start(job.cfg, job.run_dir)
     job.loggers = [instantiate(c) for c in (job.cfg.get("logger") or {}).values() if c]
     return None
