@@ -233,6 +233,32 @@ def test_trained_truncated_the_validation_loss_is_the_nll_of_theta_that_scores_i
 
 
 @pytest.mark.parametrize(
+    "model, key",
+    [
+        ({"_target_": "mdnlab.models.MixtureDensityNetwork", "covariance": "full"}, "model.covariance"),
+        ({"_target_": "mdnlab.models.ConditionalFlow"}, "data.support"),
+    ],
+)
+def test_a_model_that_cannot_train_truncated_is_refused_before_anything_is_drawn(model, key):
+    """data.support=truncate with full covariance, or with a model that has no truncated loss:
+    refused when the config is built (before a run directory starts), naming the key."""
+    pytest.importorskip("sbibm")
+    from omegaconf import OmegaConf
+
+    from mdnlab.config import instantiate_checked
+
+    data = {
+        "_target_": "mdnlab.data.SBIBMDataModule",
+        "task": "two_moons",
+        "num_simulations": 200,
+        "support": "truncate",
+    }
+    with pytest.raises(ConfigError) as raised:
+        instantiate_checked(OmegaConf.create({"data": data, "model": model}))
+    assert raised.value.key == key
+
+
+@pytest.mark.parametrize(
     "overrides, key",
     [
         ({"task": "nope"}, "data.task"),

@@ -147,6 +147,13 @@ def instantiate_checked(cfg: DictConfig):
         model = instantiate(
             cfg.model, input_dim=datamodule.input_dim, target_dim=datamodule.target_dim, _recursive_=False
         )
+        if getattr(datamodule, "truncates", False):  # here, before a run directory is started
+            check = getattr(model, "check_truncation", None)
+            if check is None:
+                raise ConfigError(
+                    "data.support", "truncate", "transform or reject with this model (model=mdn alone trains truncated)"
+                )
+            check()
     except InstantiationException as error:  # Hydra wraps what a constructor raises
         cause = error.__cause__
         if isinstance(cause, ConfigError):

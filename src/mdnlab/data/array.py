@@ -119,6 +119,11 @@ class ArrayDataModule(L.LightningDataModule):
         inputs = self.raw["train"][0]
         return (inputs.amax(0) - inputs.amin(0)) / self.standardizer.input_std
 
+    @property
+    def truncates(self) -> bool:
+        """Whether ``target_box`` gives a box (known without drawing the data)."""
+        return False
+
     def target_box(self) -> Tensor | None:
         """(2, target_dim): the box (low, high) that the targets' density is truncated to during
         training, in standardised units, or None (no truncation; every problem but a truncated

@@ -91,6 +91,10 @@ class SBIBMDataModule(ArrayDataModule):
             "with_mmd": bool(hp["mmd"]),
         }
 
+    @property
+    def truncates(self) -> bool:
+        return self.task.box() is not None
+
     def target_box(self) -> Tensor | None:
         """The prior's box in standardised units where ``support="truncate"``, else None."""
         box = self.task.box()

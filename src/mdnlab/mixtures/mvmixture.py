@@ -74,12 +74,6 @@ def log_box_mass(logits: Tensor, mu: Tensor, sigma: Tensor, low: Tensor, high: T
     return log_mass
 
 
-def truncated_log_prob(logits: Tensor, mu: Tensor, sigma: Tensor, target: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """log q(t | t ∈ box) = log p(t) − log P(t ∈ box) for a diagonal mixture, at ``target``
-    (..., D) inside the box (outside it the truncated density is 0: not checked here)."""
-    return log_prob(logits, mu, sigma, target) - log_box_mass(logits, mu, sigma, low, high)
-
-
 def covariances(mu: Tensor, scale: Tensor) -> Tensor:
     """Σ_k as (..., K, D, D) for either covariance kind."""
     if is_full(mu, scale):

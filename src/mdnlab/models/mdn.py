@@ -129,13 +129,18 @@ class MixtureDensityNetwork(Regressor):
     def set_truncation(self, box: Tensor | None) -> None:
         """Train and validate on the density truncated to ``box`` (2, D) (low, high; standardised
         units), or untruncated (None)."""
-        if box is not None and self.full_covariance:
+        if box is not None:
+            self.check_truncation()
+        self.truncation = None if box is None else box.to(self.input_mean)
+
+    def check_truncation(self) -> None:
+        """ConfigError unless this model can train truncated: diagonal covariance."""
+        if self.full_covariance:
             raise ConfigError(
                 "model.covariance",
                 "full",
                 "diag with data.support=truncate (a box's mass under a full-covariance Gaussian has no closed form)",
             )
-        self.truncation = None if box is None else box.to(self.input_mean)
 
     def _per_member(self, x: Tensor) -> Tensor:
         """Inputs (N, D) as (M, N, D) for an ensemble, one copy per member (unchanged if they
@@ -195,14 +200,13 @@ class MixtureDensityNetwork(Regressor):
         return (clean + self._members_nll(moved, y)) / 2
 
     def _members_nll(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.truncation is not None:
-            mixture = self.member_parameters(x)
-            members = y if self.n_members == 1 else y.unsqueeze(0).expand(self.n_members, *y.shape)
-            return -(mixture.log_prob(members) - mixture.log_box_mass(*self.truncation)).mean()
-        if self.target_dim == 1:
+        if self.target_dim == 1 and self.truncation is None:
             return self._component_major_nll(x, y)
         members = y if self.n_members == 1 else y.unsqueeze(0).expand(self.n_members, *y.shape)
-        return mvmixture.nll(*self.member_parameters(x), members)
+        mixture = self.member_parameters(x)
+        if self.truncation is None:
+            return mvmixture.nll(*mixture, members)
+        return -(mixture.log_prob(members) - mixture.log_box_mass(*self.truncation)).mean()
 
     def _component_major_nll(self, x: Tensor, y: Tensor) -> Tensor:
         """One target: ``training_loss`` with the head computed straight into a (M, 3K, N)

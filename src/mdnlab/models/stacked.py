@@ -95,13 +95,17 @@ class StackedMDN(nn.Module):
             inputs = inputs.repeat_interleave(self.n_members, dim=0)
         layers = list(zip(self.weights, self.biases))
         if models is not None:  # the gradient still lands in the full tensors (zero elsewhere)
-            offsets = torch.arange(self.n_members, device=models.device)
-            members = (models.view(-1, 1) * self.n_members + offsets).view(-1)
+            members = self._member_rows(models)
             layers = [(w[members], b[members]) for w, b in layers]
         h = inputs
         for weight, bias in layers[:-1]:
             h = self.activation(torch.baddbmm(bias, weight, h))
         return torch.baddbmm(layers[-1][1], layers[-1][0], h)
+
+    def _member_rows(self, models: Tensor) -> Tensor:
+        """The member networks' rows (of B) of the models ``models`` (indices)."""
+        offsets = torch.arange(self.n_members, device=models.device)
+        return (models.view(-1, 1) * self.n_members + offsets).view(-1)
 
     def _log_terms(
         self, inputs: Tensor, targets: Tensor, models: Tensor | None = None, per_member: bool = False
@@ -116,11 +120,11 @@ class StackedMDN(nn.Module):
             log_sigma = torch.log(sigma + self.min_sigma)
         if self.n_members > 1:
             targets = targets.repeat_interleave(self.n_members, dim=0)
-        shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
         if self.target_dim == 1:
             z = (targets - mu) * torch.exp(-log_sigma)
             joint = logits - 0.5 * z * z - log_sigma
         else:
+            shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
             mu, log_sigma = mu.view(shape), log_sigma.view(shape)
             z = self._whitened(targets.unsqueeze(1) - mu, torch.exp(-log_sigma), lower[0] if lower else None)
             joint = logits - 0.5 * (z * z).sum(2) - log_sigma.sum(2)
@@ -131,10 +135,7 @@ class StackedMDN(nn.Module):
         truncated stack (``mvmixture.log_interval_mass``, in this layout), else None."""
         if self.boxes is None:
             return None
-        boxes = self.boxes
-        if models is not None:
-            offsets = torch.arange(self.n_members, device=models.device)
-            boxes = boxes[(models.view(-1, 1) * self.n_members + offsets).view(-1)]
+        boxes = self.boxes if models is None else self.boxes[self._member_rows(models)]
         shape = (mu.shape[0], self.n_gaussians, self.target_dim, mu.shape[-1])  # (B, K, D, N)
         low, high = boxes[..., 0].view(-1, 1, self.target_dim, 1), boxes[..., 1].view(-1, 1, self.target_dim, 1)
         per_dim = mvmixture.log_interval_mass(mu.view(shape), torch.exp(log_sigma.view(shape)), low, high)
