@@ -51,6 +51,9 @@ FIELDS = (
 PEER_MODELS = ("flow", "gaussian", "ngboost")
 
 
+# zuko's flows are not batched across models, so their jobs run side by side, one per core
+FLOW_LAUNCHER = "parallel"
+STACKED_LAUNCHER_KEYS = ("hydra.launcher.compile=", "hydra.launcher.threads=", "hydra.launcher.max_models=")
 MINIBATCH, LARGE = 256, 2000  # rows a step, and the training-split size above which steps use minibatches
 
 
@@ -68,15 +71,24 @@ def recipe(name: str, folder: str = "", base: str = "uci") -> str:
 
 
 def run_multirun(
-    root: Path, name: str, sweep: Path, overrides: list[str], what: str, experiment: str | None = None
+    root: Path,
+    name: str,
+    sweep: Path,
+    overrides: list[str],
+    what: str,
+    experiment: str | None = None,
+    launcher: str = "stacked",
 ) -> float:
-    """One mdn-train multirun (hydra/launcher=stacked) on set ``name`` with its recipe (or
+    """One mdn-train multirun (hydra/launcher=``launcher``) on set ``name`` with its recipe (or
     ``experiment``); its progress lines shown."""
     experiment = experiment or recipe(name)
+    if launcher != "stacked":  # the stacked launcher's own keys (a test's threads=1) mean nothing to another
+        overrides = [o for o in overrides if not o.startswith(STACKED_LAUNCHER_KEYS)]
     return benchmark.run_multirun(
         sweep,
         [f"experiment={experiment}", f"data.root={root}", f"data.name={name}", *overrides],
         f"{name} ({experiment}), {what}",
+        launcher,
     )
 
 
@@ -111,9 +123,15 @@ def run_peer(root: Path, name: str, peer: str, out: Path, splits: int | None, ex
     n_train = len(uci.split(0)[0])
     batches = minibatches(int(0.9 * n_train)) if experiment == base and n_train > LARGE else {}
     steps = [f"{k}={v}" for k, v in batches.items()]
-    if peer == "flow":  # trains alone: a flow does not stack
+    if peer == "flow":  # a flow does not stack: one job per core (each on one torch thread)
         return run_multirun(
-            root, name, out / name / peer, [f"data.split=range({n})", *steps, *extra], f"{n} splits, flow", experiment
+            root,
+            name,
+            out / name / peer,
+            [f"data.split=range({n})", *steps, *extra],
+            f"{n} splits, flow",
+            experiment,
+            FLOW_LAUNCHER,
         )
     # the Gaussian deep ensemble: 5 one-component networks (Lakshminarayanan et al., 2017)
     return run_multirun(

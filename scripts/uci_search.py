@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uci import LARGE, RECIPES, REPO, minibatches, root_and_sets, run_multirun
+from uci import FLOW_LAUNCHER, LARGE, RECIPES, REPO, minibatches, root_and_sets, run_multirun
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -59,13 +59,15 @@ BASE = {
 
 @dataclass(frozen=True)
 class Family:
-    """What a search searches: its stages, its starting point, the experiment it starts from and
-    where its recipes go (configs/experiment/uci/<folder><set>.yaml)."""
+    """What a search searches: its stages, its starting point, the experiment it starts from,
+    where its recipes go (configs/experiment/uci/<folder><set>.yaml) and the Hydra launcher its
+    candidates train with (stacked, or parallel for a model that does not stack)."""
 
     stages: tuple
     base: dict
     experiment: str
     folder: str
+    launcher: str = "stacked"
 
 
 # The peers get the MDN's protocol and budget: the same stages over the keys they have. The
@@ -96,6 +98,7 @@ FAMILIES = {
         | {"model.transforms": 1, "model.n_hidden_layers": 2},
         "uci_flow",
         "flow/",
+        FLOW_LAUNCHER,
     ),
 }
 # torch.compile costs ~10 s a stack and saves ~40% a step from about 16 networks up (make bench):
@@ -146,7 +149,8 @@ def search_set(
         from mdnlab.training.stack_plan import STACKABLE
 
         networks = splits * math.prod(len(v) for k, v in grid.items() if k in STACKABLE)  # in a stack
-        compile_ = [] if networks >= COMPILE_FROM else ["hydra.launcher.compile=false"]
+        eager = family.launcher == "stacked" and networks < COMPILE_FROM
+        compile_ = ["hydra.launcher.compile=false"] if eager else []
         seconds = run_multirun(
             root,
             name,
@@ -154,6 +158,7 @@ def search_set(
             ["data.search=true", f"data.split=range({splits})", *fixed, *axes, *compile_, *extra],
             f"search stage {stage}: {math.prod(map(len, grid.values()))} candidates × {splits} splits",
             experiment=family.experiment,
+            launcher=family.launcher,
         )
         table = sorted(scores(sweep, keys, splits).items(), key=lambda item: item[1])
         best, best_nll = table[0]
