@@ -149,8 +149,7 @@ def search_set(
         from mdnlab.training.stack_plan import STACKABLE
 
         networks = splits * math.prod(len(v) for k, v in grid.items() if k in STACKABLE)  # in a stack
-        eager = family.launcher == "stacked" and networks < COMPILE_FROM
-        compile_ = ["hydra.launcher.compile=false"] if eager else []
+        compile_ = [] if networks >= COMPILE_FROM else ["hydra.launcher.compile=false"]
         seconds = run_multirun(
             root,
             name,
