@@ -32,6 +32,19 @@ def _run_dir(sweep: Path, job: int) -> Path:
     return found
 
 
+def test_the_grid_sampler_asks_a_whole_grid_at_once_and_takes_every_outcome():
+    # Optuna's GridSampler calls study.stop() once its grid is done, which raises outside
+    # study.optimize: the sweeper asks and tells, so search.sampler's grid must not
+    space = {"a": [1, 2, 3], "b": [0.0, 0.5]}
+    study = optuna.create_study(sampler=search.sampler("grid", {}, 0, space))
+    trials = [study.ask() for _ in range(6)]  # one batch: every candidate before any outcome
+    points = [tuple(search.suggest(t, space).values()) for t in trials]
+    for trial, (a, b) in zip(trials, points):
+        study.tell(trial, a + b)
+    assert sorted(points) == [(a, b) for a in (1, 2, 3) for b in (0.0, 0.5)]
+    assert study.best_params == {"a": 1, "b": 0.0}
+
+
 def test_the_search_space_reads_hydras_sweep_grammar_and_names_a_bad_key():
     cfg = OmegaConf.create({"model": {"n_gaussians": 5, "optimizer": {"lr": 1e-3}}, "data": {"seed": 0}})
     space = search.distributions(

@@ -99,9 +99,22 @@ def sampler(name: str, options: Mapping[str, Any], seed: int | None, space: Mapp
                 name,
                 "tpe or random for interval() parameters (grid needs choice() or range() for every key)",
             )
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return _ask_tell_grid(grid, seed)
     sampler_class = optuna.samplers.TPESampler if name == "tpe" else optuna.samplers.RandomSampler
     return sampler_class(seed=seed, **options)
+
+
+def _ask_tell_grid(grid: dict[str, list[Any]], seed: int | None) -> Any:
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is done: that works only
+    inside ``study.optimize`` and raises in ask-and-tell, where the sweeper itself stops asking
+    at the grid's size."""
+    import optuna
+
+    class AskTellGrid(optuna.samplers.GridSampler):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
+
+    return AskTellGrid(grid, seed=seed)
 
 
 # each pruner's options unless given: a rung every 3× the checks from 5 on (min_resource "auto"
