@@ -7,10 +7,12 @@
 learning rate, weight decay and noise searched) as one stack, once with successive halving
 (reduction factor 3, a rung at 5, 15 and 45 checks) and once trained to the end; a validation
 check every 100 steps, at most 120. ``uci``: on each set, scripts/uci_search.py's staged grid
-against the pruned Optuna search over the same values (hparams_search=uci_mdn: every candidate
-scored as the mean over the same 5 training splits), each one's chosen recipe scored on both
-measures: the validation rows' NLL (what the Optuna search minimises) and the stand-in rows'
-(what the staged grid minimises). The wall times are of whole commands, one after the other.
+(``staged``) against two pruned Optuna searches over the same values, every candidate scored as
+the mean over the same training splits: the same stages, each an Optuna grid with successive
+halving (``staged_pruned``, uci_search.py --pruned), and TPE over every stage's keys at once
+(``joint``, hparams_search=uci_mdn). Each one's chosen recipe is scored on both measures: the
+validation rows' NLL (what the Optuna pruner compares) and the stand-in rows' (what the staged
+searches choose by). The wall times are of whole commands, one after the other.
 """
 
 from __future__ import annotations
@@ -71,76 +73,73 @@ def _recipe_scores(sweep: Path, trial_jobs: list[int] | None = None) -> dict[str
 
 
 def staged_choice(out: Path, name: str) -> dict[str, float]:
-    """The staged grid's chosen recipe, scored from its last stage's runs of that recipe."""
-    stages = sorted((out / "staged" / name).glob("[0-9]_*"), key=lambda p: p.name)
-    last = stages[-1]
-    best, score = None, math.inf
-    per_candidate: dict[str, list[Path]] = {}
-    for record in last.glob("*/run.json"):
+    """A staged search's chosen recipe (under ``out``), scored from its last stage's runs of that
+    recipe: the completed candidate with the lowest mean stand-in NLL (a pruned one has none)."""
+    stages = sorted((out / name).glob("[0-9]_*"), key=lambda p: p.name)
+    per_candidate: dict[str, list[dict]] = {}
+    for record in stages[-1].glob("*/run.json"):
         data = json.loads(record.read_text())
         key = json.dumps({k: v for k, v in data["config"].items() if k != "data.split"}, sort_keys=True, default=str)
-        per_candidate.setdefault(key, []).append(record.parent)
-    for key, runs in per_candidate.items():
-        nll = statistics.mean(json.loads((r / "metrics.json").read_text())["metrics"]["test/nll"] for r in runs)
-        if nll < score:
-            best, score = runs, nll
-    assert best is not None
-    val = [json.loads((r / "metrics.json").read_text())["metrics"]["val/best_nll"] for r in best]
-    return {"val_nll": statistics.mean(val), "stand_in_nll": score, "runs": len(best)}
+        per_candidate.setdefault(key, []).append(json.loads((record.parent / "metrics.json").read_text())["metrics"])
+    complete = [runs for runs in per_candidate.values() if all("test/nll" in m for m in runs)]
+    best = min(complete, key=lambda runs: statistics.mean(m["test/nll"] for m in runs))
+    return {
+        "val_nll": statistics.mean(m["val/best_nll"] for m in best),
+        "stand_in_nll": statistics.mean(m["test/nll"] for m in best),
+        "runs": len(best),
+    }
 
 
-def uci(out: Path, root: Path, sets: list[str], trials: int, batch: int, extra: list[str]) -> dict:
+def staged(out: Path, root: Path, name: str, pruned: bool, extra: list[str]) -> dict:
+    """scripts/uci_search.py on one set (its stages pruned or not), as one command."""
     import subprocess
 
-    rows = {}
+    start = time.perf_counter()
+    command = [sys.executable, str(REPO / "scripts" / "uci_search.py"), "--root", str(root), "--sets", name]
+    command += ["--out", str(out), "--recipes", str(out / "recipes"), *(["--pruned"] if pruned else []), *extra]
+    subprocess.run(command, check=True, cwd=REPO)
+    return {"seconds": time.perf_counter() - start, **staged_choice(out, name)}
+
+
+def joint(out: Path, root: Path, name: str, trials: int, batch: int, extra: list[str]) -> dict:
+    """hparams_search=uci_mdn: TPE over every stage's keys at once, pruned."""
+    sweep = out / name
+    seconds = run_multirun(
+        sweep,
+        [
+            "experiment=uci",
+            "hparams_search=uci_mdn",
+            f"data.root={root}",
+            f"data.name={name}",
+            f"hydra.sweeper.n_trials={trials}",
+            f"hydra.sweeper.n_jobs={batch}",
+            *QUIET,
+            *extra,
+        ],
+        f"{name}: {trials} Optuna trials × 5 splits, pruned",
+    )
+    record = search_record(sweep)
+    best = record["best"][0]
+    jobs = list(range(best["job"], best["job"] + 5))
+    return {"seconds": seconds, "states": record["states"], "params": best["params"], **_recipe_scores(sweep, jobs)}
+
+
+SEARCHES = ("staged", "staged_pruned", "joint")
+
+
+def uci(out: Path, root: Path, sets: list[str], searches: list[str], trials: int, batch: int, extra: list[str]) -> dict:
+    """Each search of ``searches`` on each set, one after another; ratios against the staged grid."""
+    rows: dict = {}
     for name in sets:
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "scripts" / "uci_search.py"),
-                "--root",
-                str(root),
-                "--sets",
-                name,
-                "--out",
-                str(out / "staged"),
-                "--recipes",
-                str(out / "recipes"),
-                *extra,
-            ],
-            check=True,
-            cwd=REPO,
-        )
-        staged_seconds = time.perf_counter() - start
-        sweep = out / "optuna" / name
-        seconds = run_multirun(
-            sweep,
-            [
-                "experiment=uci",
-                "hparams_search=uci_mdn",
-                f"data.root={root}",
-                f"data.name={name}",
-                f"hydra.sweeper.n_trials={trials}",
-                f"hydra.sweeper.n_jobs={batch}",
-                *QUIET,
-                *extra,
-            ],
-            f"{name}: {trials} Optuna trials × 5 splits, pruned",
-        )
-        record = search_record(sweep)
-        best = record["best"][0]
-        jobs = list(range(best["job"], best["job"] + 5))
-        rows[name] = {
-            "staged": {"seconds": staged_seconds, **staged_choice(out, name)},
-            "optuna": {
-                "seconds": seconds,
-                "states": record["states"],
-                "params": best["params"],
-                **_recipe_scores(sweep, jobs),
-            },
-        }
-        rows[name]["ratio"] = seconds / staged_seconds
+        row = rows[name] = {}
+        for which in searches:
+            if which == "joint":
+                row[which] = joint(out / which, root, name, trials, batch, extra)
+            else:
+                row[which] = staged(out / which, root, name, which == "staged_pruned", extra)
+        if "staged" in row:
+            for which in row:
+                row[which]["ratio"] = row[which]["seconds"] / row["staged"]["seconds"]
     return rows
 
 
@@ -161,16 +160,14 @@ def report(results: dict) -> str:
         lines += ["", f"wall-time ratio, pruned / to the end: {p['ratio']:.2f}", ""]
     if "uci" in results:
         lines += [
-            "| set | search | wall s | val NLL of its recipe | stand-in NLL of its recipe |",
-            "|---|---|---|---|---|",
+            "| set | search | wall s | / staged | val NLL of its recipe | stand-in NLL of its recipe |",
+            "|---|---|---|---|---|---|",
         ]
-        for name, r in results["uci"].items():
-            for which in ("staged", "optuna"):
-                s = r[which]
-                lines.append(
-                    f"| {name} | {which} | {s['seconds']:.0f} | {s['val_nll']:.4f} | {s['stand_in_nll']:.4f} |"
-                )
-            lines.append(f"| {name} | ratio optuna / staged | {r['ratio']:.2f} | | |")
+        for name, row in results["uci"].items():
+            for which, r in row.items():
+                ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+                scores = f"{r['val_nll']:.4f} | {r['stand_in_nll']:.4f}"
+                lines.append(f"| {name} | {which} | {r['seconds']:.0f} | {ratio} | {scores} |")
     return "\n".join(lines)
 
 
@@ -181,6 +178,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="uci: trials asked at once")
     parser.add_argument("--root", type=Path, default=None, help="uci: your UCI_Datasets folder")
     parser.add_argument("--sets", nargs="*", default=["yacht", "concrete"])
+    parser.add_argument("--searches", nargs="*", default=list(SEARCHES), choices=SEARCHES, help="uci: which searches")
     parser.add_argument(
         "--out", type=Path, default=REPO / "logs" / "bench" / f"search-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     )
@@ -194,7 +192,9 @@ def main() -> None:
     else:
         if args.root is None or not args.root.is_dir():
             sys.exit(f"error: --root={args.root} is not allowed: your folder of UCI sets")
-        results["uci"] = uci(args.out, args.root, args.sets, args.trials or 32, args.batch, args.overrides)
+        results["uci"] = uci(
+            args.out, args.root, args.sets, args.searches, args.trials or 32, args.batch, args.overrides
+        )
     text = report(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

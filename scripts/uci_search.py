@@ -13,6 +13,11 @@ STAGES, each stage a grid over a few keys with the others at their chosen values
 the base recipe (experiment=uci; minibatches of 256 on sets with more than 2000 training rows,
 so that a step costs about what it costs on the small sets). The log of every candidate's score
 goes to <out>/<set>/search.md and into the recipe's header.
+
+With --pruned each stage is an Optuna grid search instead (hparams_search=uci_stage): the same
+candidates and splits, asked at once and trained as stacks, successive halving stopping those
+whose mean validation NLL trails at 5, 15 and 45 checks; the stage's choice is the completed
+candidate with the best stand-in NLL, as without pruning.
 """
 
 from __future__ import annotations
@@ -119,7 +124,8 @@ def override(key: str, value) -> str:
 
 
 def scores(sweep: Path, keys: list[str], splits: int) -> dict[tuple, float]:
-    """Mean stand-in NLL over the splits per candidate (values of ``keys``); +inf if any failed."""
+    """Mean stand-in NLL over the splits per candidate (values of ``keys``); +inf if any failed
+    or was pruned."""
     per_candidate: dict[tuple, list[float]] = {}
     for record in sweep.glob("*/run.json"):
         data = json.loads(record.read_text())
@@ -129,8 +135,47 @@ def scores(sweep: Path, keys: list[str], splits: int) -> dict[tuple, float]:
     return {c: statistics.mean(v) if len(v) == splits else math.inf for c, v in per_candidate.items()}
 
 
+def pruned_at(sweep: Path, keys: list[str]) -> dict[tuple, int]:
+    """The validation check each pruned candidate stopped at (its splits stop together)."""
+    checks = {}
+    for record in sweep.glob("*/run.json"):
+        data = json.loads(record.read_text())
+        check = (data.get("metrics") or {}).get("search/pruned_epoch")
+        if check is not None:
+            checks[tuple(data["config"][k] for k in keys)] = int(check)
+    return checks
+
+
+def score_line(candidate: tuple, nll: float, best: tuple, pruned: dict[tuple, int]) -> str:
+    text = f"pruned at check {pruned[candidate]}" if candidate in pruned else f"{nll:.4f}"
+    return f"  {' '.join(map(str, candidate))}: {text}{'  <- chosen' if candidate == best else ''}"
+
+
+def stage_overrides(grid: dict, splits: int, pruned: bool) -> list[str]:
+    """The stage's candidates as a multirun: a Hydra grid sweep over the splits, or (``pruned``)
+    Optuna's grid sampler with the splits as each trial's repeats."""
+    axes = [f"{k}={','.join(str(v) for v in values)}" for k, values in grid.items()]
+    if not pruned:
+        return ["data.search=true", f"data.split=range({splits})", *axes]
+    n = math.prod(map(len, grid.values()))
+    return [
+        "hparams_search=uci_stage",
+        f"hydra.sweeper.n_trials={n}",
+        f"hydra.sweeper.n_jobs={n}",
+        f"hydra.sweeper.repeats={{data.split:'range({splits})'}}",
+        *axes,
+    ]
+
+
 def search_set(
-    root: Path, name: str, splits: int, out: Path, stages: list[str], extra: list[str], family: Family = FAMILIES["mdn"]
+    root: Path,
+    name: str,
+    splits: int,
+    out: Path,
+    stages: list[str],
+    extra: list[str],
+    family: Family = FAMILIES["mdn"],
+    pruned: bool = False,
 ) -> tuple[dict, list[str], int]:
     from mdnlab.problems import UCISet
 
@@ -144,7 +189,6 @@ def search_set(
             continue
         keys = list(grid)
         fixed = [override(k, v) for k, v in choice.items() if k not in grid]
-        axes = [f"{k}={','.join(str(v) for v in values)}" for k, values in grid.items()]
         sweep = out / name / f"{index}_{stage}"
         from mdnlab.training.stack_plan import STACKABLE
 
@@ -154,7 +198,7 @@ def search_set(
             root,
             name,
             sweep,
-            ["data.search=true", f"data.split=range({splits})", *fixed, *axes, *compile_, *extra],
+            [*stage_overrides(grid, splits, pruned), *fixed, *compile_, *extra],
             f"search stage {stage}: {math.prod(map(len, grid.values()))} candidates × {splits} splits",
             experiment=family.experiment,
             launcher=family.launcher,
@@ -165,7 +209,8 @@ def search_set(
             sys.exit(f"error: every candidate of stage {stage} failed on {name}: see {sweep}/*/error.txt")
         choice.update(zip(keys, best))
         log += [f"stage {stage} ({seconds:.0f} s): " + ", ".join(keys)]
-        log += [f"  {' '.join(map(str, c))}: {v:.4f}{'  <- chosen' if c == best else ''}" for c, v in table]
+        pruned_checks = pruned_at(sweep, keys)
+        log += [score_line(c, v, best, pruned_checks) for c, v in table]
     return choice, log, splits
 
 
@@ -210,6 +255,9 @@ def main() -> None:
         choices=sorted({s for f in FAMILIES.values() for s, _ in f.stages}),
         help="stages to run (default: all of the family's; the others keep the base recipe's values)",
     )
+    parser.add_argument(
+        "--pruned", action="store_true", help="each stage an Optuna grid search with successive halving"
+    )
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run (e.g. a shorter test)")
     args = parser.parse_args()
     root, sets = root_and_sets(args)
@@ -219,7 +267,7 @@ def main() -> None:
     for name in sets:
         start = time.perf_counter()
         out = args.out / family.folder
-        choice, log, splits = search_set(root, name, args.splits, out, args.stages, args.overrides, family)
+        choice, log, splits = search_set(root, name, args.splits, out, args.stages, args.overrides, family, args.pruned)
         log.append(f"search took {time.perf_counter() - start:.0f} s on {os.cpu_count()} cores")
         recipe = args.recipes / f"{family.folder}{name}.yaml"
         write_recipe(name, choice, log, splits, recipe, family.experiment)

@@ -213,9 +213,12 @@ def test_the_ngboost_adapter_writes_rows_the_report_reads(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_recipe(tmp_path):
+@pytest.mark.parametrize("pruned", [False, True], ids=["grid", "pruned"])
+def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_recipe(tmp_path, pruned):
     write_set(tmp_path / "root")
     recipes = tmp_path / "recipes"
+    # pruned: a rung at the first check, reduction factor 3: 2 of the 6 candidates go on
+    pruning = ["--pruned", "+hydra.sweeper.pruner_options.min_resource=1"] if pruned else []
     subprocess.run(
         [
             sys.executable,
@@ -230,6 +233,7 @@ def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_re
             str(tmp_path / "search"),
             "--recipes",
             str(recipes),
+            *pruning,
             "trainer.max_epochs=2",
             "data.passes_per_epoch=10",
             "hydra.launcher.threads=1",  # the other xdist worker has the other core
@@ -242,14 +246,19 @@ def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_re
     )
     records = [json.loads(p.read_text()) for p in (tmp_path / "search" / "toy").glob("*/*/run.json")]
     assert len(records) == 6 * 2 and all(r["config"]["data.search"] is True for r in records)
-    scores = {}
+    scores, stopped = {}, set()
     for r in records:
         key = (r["config"]["model.optimizer.lr"], r["config"]["model.optimizer.weight_decay"])
+        if "search/pruned_epoch" in r["metrics"]:  # pruned: no stand-in score, both splits stopped
+            stopped.add(key)
+            continue
         scores.setdefault(key, []).append(r["metrics"]["test/nll"])  # the stand-in rows' NLL
+    assert len(stopped) == (4 if pruned else 0) and all(len(v) == 2 for v in scores.values())
     best = min(scores, key=lambda k: sum(scores[k]) / 2)
     from omegaconf import OmegaConf
 
     recipe = OmegaConf.load(recipes / "toy.yaml")
     assert (recipe.model.optimizer.lr, recipe.model.optimizer.weight_decay) == best
     assert recipe.defaults == ["/experiment/uci"] and recipe.data.name == "toy"
-    assert "<- chosen" in (recipes / "toy.yaml").read_text()
+    text = (recipes / "toy.yaml").read_text()
+    assert "<- chosen" in text and text.count("pruned at check 1") == len(stopped)
