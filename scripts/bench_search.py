@@ -7,10 +7,10 @@
 learning rate, weight decay and noise searched) as one stack, once with successive halving
 (reduction factor 3, a rung at 5, 15 and 45 checks) and once trained to the end; a validation
 check every 100 steps, at most 120. ``uci``: on each set, scripts/uci_search.py's staged grid
-(``staged``) against two pruned Optuna searches over the same values, every candidate scored as
-the mean over the same training splits: the same stages, each an Optuna grid with successive
-halving (``staged_pruned``, uci_search.py --pruned), and TPE over every stage's keys at once
-(``joint``, hparams_search=uci_mdn). Each one's chosen recipe is scored on both measures: the
+(``staged``, its --exhaustive) against two pruned Optuna searches over the same values, every
+candidate scored as the mean over the same training splits: the same stages, each an Optuna grid
+with successive halving (``staged_pruned``, uci_search.py's default), and TPE over every stage's
+keys at once (``joint``, hparams_search=uci_mdn). Each one's chosen recipe is scored on both measures: the
 validation rows' NLL (what the Optuna pruner compares) and the stand-in rows' (what the staged
 searches choose by). The wall times are of whole commands, one after the other.
 """
@@ -96,7 +96,7 @@ def staged(out: Path, root: Path, name: str, pruned: bool, extra: list[str]) -> 
 
     start = time.perf_counter()
     command = [sys.executable, str(REPO / "scripts" / "uci_search.py"), "--root", str(root), "--sets", name]
-    command += ["--out", str(out), "--recipes", str(out / "recipes"), *(["--pruned"] if pruned else []), *extra]
+    command += ["--out", str(out), "--recipes", str(out / "recipes"), *([] if pruned else ["--exhaustive"]), *extra]
     subprocess.run(command, check=True, cwd=REPO)
     return {"seconds": time.perf_counter() - start, **staged_choice(out, name)}
 

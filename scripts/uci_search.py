@@ -14,10 +14,12 @@ the base recipe (experiment=uci; minibatches of 256 on sets with more than 2000 
 so that a step costs about what it costs on the small sets). The log of every candidate's score
 goes to <out>/<set>/search.md and into the recipe's header.
 
-With --pruned each stage is an Optuna grid search instead (hparams_search=uci_stage): the same
-candidates and splits, asked at once and trained as stacks, successive halving stopping those
-whose mean validation NLL trails at 5, 15 and 45 checks; the stage's choice is the completed
-candidate with the best stand-in NLL, as without pruning.
+Each stage is an Optuna grid search (hparams_search=uci_stage): the stage's candidates and
+splits asked at once and trained as stacks, successive halving stopping those whose mean
+validation NLL trails at 5, 15 and 45 checks; the stage's choice is the completed candidate with
+the best stand-in NLL. --exhaustive trains every candidate to its end instead (a Hydra grid), as
+the flow's search always does (a flow does not stack, and its jobs run apart, so none is pruned).
+make bench-search ARGS="uci ..." measures the two side by side.
 """
 
 from __future__ import annotations
@@ -256,7 +258,7 @@ def main() -> None:
         help="stages to run (default: all of the family's; the others keep the base recipe's values)",
     )
     parser.add_argument(
-        "--pruned", action="store_true", help="each stage an Optuna grid search with successive halving"
+        "--exhaustive", action="store_true", help="every candidate to its end (default: successive halving)"
     )
     parser.add_argument("overrides", nargs="*", help="extra mdn-train overrides for every run (e.g. a shorter test)")
     args = parser.parse_args()
@@ -267,7 +269,16 @@ def main() -> None:
     for name in sets:
         start = time.perf_counter()
         out = args.out / family.folder
-        choice, log, splits = search_set(root, name, args.splits, out, args.stages, args.overrides, family, args.pruned)
+        choice, log, splits = search_set(
+            root,
+            name,
+            args.splits,
+            out,
+            args.stages,
+            args.overrides,
+            family,
+            not args.exhaustive and family.launcher == "stacked",
+        )
         log.append(f"search took {time.perf_counter() - start:.0f} s on {os.cpu_count()} cores")
         recipe = args.recipes / f"{family.folder}{name}.yaml"
         write_recipe(name, choice, log, splits, recipe, family.experiment)

@@ -218,7 +218,7 @@ def test_the_recipe_search_scores_on_training_rows_only_and_writes_a_loadable_re
     write_set(tmp_path / "root")
     recipes = tmp_path / "recipes"
     # pruned: a rung at the first check, reduction factor 3: 2 of the 6 candidates go on
-    pruning = ["--pruned", "+hydra.sweeper.pruner_options.min_resource=1"] if pruned else []
+    pruning = ["+hydra.sweeper.pruner_options.min_resource=1"] if pruned else ["--exhaustive"]
     subprocess.run(
         [
             sys.executable,
