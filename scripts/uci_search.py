@@ -125,27 +125,22 @@ def override(key: str, value) -> str:
     return f"{key}={'null' if value is None else value}"
 
 
-def scores(sweep: Path, keys: list[str], splits: int) -> dict[tuple, float]:
-    """Mean stand-in NLL over the splits per candidate (values of ``keys``); +inf if any failed
-    or was pruned."""
+def scores(sweep: Path, keys: list[str], splits: int) -> tuple[dict[tuple, float], dict[tuple, int]]:
+    """Mean stand-in NLL over the splits per candidate (values of ``keys``), +inf if any failed
+    or was pruned; and the validation check each pruned candidate stopped at (its splits stop
+    together)."""
     per_candidate: dict[tuple, list[float]] = {}
+    pruned: dict[tuple, int] = {}
     for record in sweep.glob("*/run.json"):
         data = json.loads(record.read_text())
         candidate = tuple(data["config"][k] for k in keys)
-        nll = (data.get("metrics") or {}).get("test/nll", math.inf)
+        metrics = data.get("metrics") or {}
+        nll = metrics.get("test/nll", math.inf)
         per_candidate.setdefault(candidate, []).append(nll if math.isfinite(nll) else math.inf)
-    return {c: statistics.mean(v) if len(v) == splits else math.inf for c, v in per_candidate.items()}
-
-
-def pruned_at(sweep: Path, keys: list[str]) -> dict[tuple, int]:
-    """The validation check each pruned candidate stopped at (its splits stop together)."""
-    checks = {}
-    for record in sweep.glob("*/run.json"):
-        data = json.loads(record.read_text())
-        check = (data.get("metrics") or {}).get("search/pruned_epoch")
-        if check is not None:
-            checks[tuple(data["config"][k] for k in keys)] = int(check)
-    return checks
+        if "search/pruned_epoch" in metrics:
+            pruned[candidate] = int(metrics["search/pruned_epoch"])
+    means = {c: statistics.mean(v) if len(v) == splits else math.inf for c, v in per_candidate.items()}
+    return means, pruned
 
 
 def score_line(candidate: tuple, nll: float, best: tuple, pruned: dict[tuple, int]) -> str:
@@ -205,13 +200,13 @@ def search_set(
             experiment=family.experiment,
             launcher=family.launcher,
         )
-        table = sorted(scores(sweep, keys, splits).items(), key=lambda item: item[1])
+        means, pruned_checks = scores(sweep, keys, splits)
+        table = sorted(means.items(), key=lambda item: item[1])
         best, best_nll = table[0]
         if not math.isfinite(best_nll):
             sys.exit(f"error: every candidate of stage {stage} failed on {name}: see {sweep}/*/error.txt")
         choice.update(zip(keys, best))
         log += [f"stage {stage} ({seconds:.0f} s): " + ", ".join(keys)]
-        pruned_checks = pruned_at(sweep, keys)
         log += [score_line(c, v, best, pruned_checks) for c, v in table]
     return choice, log, splits
 
